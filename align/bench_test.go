@@ -1,0 +1,107 @@
+package align
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// benchSizes are the matrix sizes of BenchmarkAssign and BenchmarkAssignWarm, the same as in
+// testdata/gen/bench_assign.py.
+var benchSizes = []int{256, 512, 1024, 2048, 4096}
+
+// uniformMatrix returns a seeded n x n matrix with entries uniform in [0, 1).
+func uniformMatrix(seed uint64, n int) []float64 {
+	rng := rand.New(rand.NewPCG(seed, uint64(n)))
+	s := make([]float64, n*n)
+	for k := range s {
+		s[k] = rng.Float64()
+	}
+	return s
+}
+
+// warmNoise are the relative perturbation sizes of BenchmarkAssignWarm.
+var warmNoise = []float64{1e-2, 1e-4}
+
+// perturbed returns a + eps * N(0, 1) * (max(a) - min(a)), seeded.
+func perturbed(seed uint64, a []float64, eps float64) []float64 {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	lo, hi := a[0], a[0]
+	for _, x := range a {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	b := make([]float64, len(a))
+	for k, x := range a {
+		b[k] = x + eps*(hi-lo)*rng.NormFloat64()
+	}
+	return b
+}
+
+func BenchmarkAssign(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			score := uniformMatrix(1, n)
+			for b.Loop() {
+				Assign(n, score)
+			}
+		})
+	}
+}
+
+// BenchmarkAssignWarm times a warm-started solve of B = A + noise*N(0,1)*spread(A) after a
+// solve of A (done outside the timer); compare with BenchmarkAssign at the same n.
+func BenchmarkAssignWarm(b *testing.B) {
+	for _, n := range benchSizes {
+		a0 := uniformMatrix(1, n)
+		var first Assigner
+		first.Solve(n, a0)
+		for _, eps := range warmNoise {
+			b.Run(fmt.Sprintf("n=%d/noise=%g", n, eps), func(b *testing.B) {
+				b1 := perturbed(2, a0, eps)
+				var a Assigner
+				for b.Loop() {
+					b.StopTimer()
+					a = first.clone()
+					b.StartTimer()
+					a.Solve(n, b1)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkMatcherSolve aligns two independent random 784-4096-10 networks (one hidden group of
+// 4096 units; W1[4096,784], b1[4096], W2[10,4096]); one pair.
+func BenchmarkMatcherSolve(b *testing.B) {
+	const in, hidden, out = 784, 4096, 10
+	rng := rand.New(rand.NewPCG(5, 6))
+	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{"W1", 0, 1}, {"b1", 0, 1}, {"W2", 1, 1}}}}}
+	mk := func() Params {
+		return Params{"W1": randTensor(rng, hidden, in), "b1": randTensor(rng, hidden), "W2": randTensor(rng, out, hidden)}
+	}
+	m := NewMatcher(spec, MatcherOptions{Seed: 1})
+	if err := m.Add(1, mk(), mk()); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, _, err := m.Solve(nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// clone returns a deep copy of the Assigner's state, so a benchmark can repeat the same warm solve.
+func (a *Assigner) clone() Assigner {
+	c := *a
+	c.v = append([]float64(nil), a.v...)
+	c.rowsol = append([]int(nil), a.rowsol...)
+	c.colsol = append([]int(nil), a.colsol...)
+	c.free = append([]int(nil), a.free...)
+	c.scanJ = append([]int(nil), a.scanJ...)
+	c.scanV = append([]float64(nil), a.scanV...)
+	c.scanD = append([]float64(nil), a.scanD...)
+	c.d = append([]float64(nil), a.d...)
+	c.pred = append([]int(nil), a.pred...)
+	c.matches = append([]int(nil), a.matches...)
+	return c
+}

@@ -1,0 +1,210 @@
+package align
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+)
+
+// Perm holds one permutation per group, in Spec order: p[g][i] is the input index that output
+// index i of group g takes (see Apply).
+type Perm [][]int
+
+// Identity returns the identity permutation of every group of s. A group with Size < 0 gets an
+// empty permutation (such a spec does not validate).
+func Identity(s Spec) Perm {
+	p := make(Perm, len(s.Groups))
+	for g, gr := range s.Groups {
+		p[g] = make([]int, max(gr.Size, 0))
+		for i := range p[g] {
+			p[g][i] = i
+		}
+	}
+	return p
+}
+
+// Random returns a uniformly random permutation of every group of s drawn from rng, group by
+// group in Spec order. A nil rng uses the math/rand/v2 top-level generator (not reproducible).
+func Random(s Spec, rng *rand.Rand) Perm {
+	p := make(Perm, len(s.Groups))
+	for g, gr := range s.Groups {
+		size := max(gr.Size, 0)
+		if rng != nil {
+			p[g] = rng.Perm(size)
+		} else {
+			p[g] = rand.Perm(size)
+		}
+	}
+	return p
+}
+
+// Validate checks that p has one entry per group of s and that each is a permutation of
+// 0..Size-1. The error names the offending group and the problem.
+func (p Perm) Validate(s Spec) error {
+	if err := p.validate(s); err != nil {
+		return fmt.Errorf("align: perm: %w", err)
+	}
+	return nil
+}
+
+// validate is Validate without the package prefix.
+func (p Perm) validate(s Spec) error {
+	if len(p) != len(s.Groups) {
+		return fmt.Errorf("has %d groups, spec has %d", len(p), len(s.Groups))
+	}
+	for g, q := range p {
+		if len(q) != s.Groups[g].Size {
+			return fmt.Errorf("%s: length %d, want size %d", s.groupLabel(g), len(q), s.Groups[g].Size)
+		}
+		if err := checkPerm(q); err != nil {
+			return fmt.Errorf("%s: %w", s.groupLabel(g), err)
+		}
+	}
+	return nil
+}
+
+// checkPerm reports whether q is a permutation of 0..len(q)-1.
+func checkPerm(q []int) error {
+	seen := make([]bool, len(q))
+	for i, x := range q {
+		if x < 0 || x >= len(q) {
+			return fmt.Errorf("entry %d = %d out of range [0, %d)", i, x, len(q))
+		}
+		if seen[x] {
+			return fmt.Errorf("value %d appears twice", x)
+		}
+		seen[x] = true
+	}
+	return nil
+}
+
+// Inverse returns the permutation r with r[g][p[g][i]] = i, so that Apply(p.Inverse(), ·)
+// undoes Apply(p, ·). It returns nil if some group of p is not a permutation of 0..len-1.
+func (p Perm) Inverse() Perm {
+	r := make(Perm, len(p))
+	for g, q := range p {
+		if checkPerm(q) != nil {
+			return nil
+		}
+		r[g] = make([]int, len(q))
+		for i, x := range q {
+			r[g][x] = i
+		}
+	}
+	return r
+}
+
+// Compose returns r = p∘q in the sense of Apply: Apply(p.Compose(q), x) == Apply(p, Apply(q, x)),
+// that is q is applied first and r[g][i] = q[g][p[g][i]]. It returns nil if p and q differ in
+// the number of groups or a group's length, or if a group of either is not a permutation.
+func (p Perm) Compose(q Perm) Perm {
+	if len(p) != len(q) {
+		return nil
+	}
+	r := make(Perm, len(p))
+	for g := range p {
+		if len(p[g]) != len(q[g]) || checkPerm(p[g]) != nil || checkPerm(q[g]) != nil {
+			return nil
+		}
+		r[g] = make([]int, len(p[g]))
+		for i, x := range p[g] {
+			r[g][i] = q[g][x]
+		}
+	}
+	return r
+}
+
+// IsIdentity reports whether every group of p maps each index to itself.
+func (p Perm) IsIdentity() bool {
+	for _, q := range p {
+		for i, x := range q {
+			if x != i {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// clone returns a deep copy of p.
+func (p Perm) clone() Perm {
+	r := make(Perm, len(p))
+	for g, q := range p {
+		r[g] = slices.Clone(q)
+	}
+	return r
+}
+
+// Apply returns a new Params where, for every member axis, output index i (block i) takes input
+// index p[g][i] (block p[g][i]): with Block b, positions i*b..i*b+b-1 of the axis take positions
+// p[g][i]*b..p[g][i]*b+b-1 of the input, in order. Every parameter named by the spec gets a new
+// Tensor (fresh Shape and Data); parameters the spec does not name are shared: the result holds
+// the same *Tensor pointer as params. params itself is not modified. It fails if s does not
+// validate against params or p does not validate against s.
+func (p Perm) Apply(s Spec, params Params) (Params, error) {
+	if err := s.validate(params); err != nil {
+		return nil, fmt.Errorf("align: apply: spec: %w", err)
+	}
+	if err := p.validate(s); err != nil {
+		return nil, fmt.Errorf("align: apply: perm: %w", err)
+	}
+	out := make(Params, len(params))
+	for name, t := range params {
+		out[name] = t
+	}
+	for name, axes := range s.paramAxes() {
+		t := params[name]
+		data := make([]float32, len(t.Data))
+		gather(data, t.Data, 0, p.offsetTables(t.Shape, axes, -1))
+		out[name] = &Tensor{Shape: slices.Clone(t.Shape), Data: data}
+	}
+	return out, nil
+}
+
+// axisPerm records that one axis of a parameter is permuted by a group with a block size.
+type axisPerm struct {
+	axis, group, block int
+}
+
+// paramAxes maps every parameter named by s to its permuted axes, in spec order.
+func (s Spec) paramAxes() map[string][]axisPerm {
+	m := make(map[string][]axisPerm)
+	for g, gr := range s.Groups {
+		for _, mem := range gr.Members {
+			m[mem.Param] = append(m[mem.Param], axisPerm{mem.Axis, g, mem.Block})
+		}
+	}
+	return m
+}
+
+// identityTables returns, for each axis of a row-major tensor of the given shape, the offset of
+// each position along that axis (position times stride), the gather tables of an unpermuted copy.
+func identityTables(shape []int) [][]int {
+	st := strides(shape)
+	tabs := make([][]int, len(shape))
+	for d, n := range shape {
+		tabs[d] = make([]int, n)
+		for x := range tabs[d] {
+			tabs[d][x] = x * st[d]
+		}
+	}
+	return tabs
+}
+
+// offsetTables returns, for each axis of a tensor of the given shape, the source offset of each
+// output position when the axes listed in axes are permuted by p. The axis skip (if >= 0) is left
+// unpermuted.
+func (p Perm) offsetTables(shape []int, axes []axisPerm, skip int) [][]int {
+	st := strides(shape)
+	tabs := identityTables(shape)
+	for _, ap := range axes {
+		if ap.axis == skip {
+			continue
+		}
+		q, b, t := p[ap.group], ap.block, tabs[ap.axis]
+		for x := range t {
+			t[x] = (q[x/b]*b + x%b) * st[ap.axis]
+		}
+	}
+	return tabs
+}

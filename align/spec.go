@@ -1,0 +1,146 @@
+package align
+
+import (
+	"fmt"
+	"math"
+)
+
+// Tensor is a dense row-major float32 tensor. len(Data) must equal the product of Shape.
+type Tensor struct {
+	Shape []int
+	Data  []float32
+}
+
+// Params maps parameter names to tensors.
+type Params map[string]*Tensor
+
+// Member is one axis of one parameter that a group permutes. Block is the number of contiguous
+// positions of that axis that move together per group element (1 normally; H*W when a Flatten
+// follows a conv), so the axis length is group Size * Block.
+type Member struct {
+	Param string
+	Axis  int
+	Block int
+}
+
+// Group is one permutation group (a hidden-unit axis shared by several parameters).
+type Group struct {
+	Name    string
+	Size    int
+	Members []Member
+}
+
+// Spec lists the groups of a model.
+type Spec struct {
+	Groups []Group
+}
+
+// groupLabel names group gi of s in error messages.
+func (s Spec) groupLabel(gi int) string {
+	return fmt.Sprintf("group %d (%q)", gi, s.Groups[gi].Name)
+}
+
+// Validate checks the spec against a parameter set: every group has Size >= 1; every member
+// names an existing, well-formed parameter (len(Data) == product of Shape); the member's axis is
+// in range; Block >= 1; the axis length equals Size*Block; and no (param, axis) appears in two
+// groups or twice in one group. Parameters not named by the spec are ignored.
+func (s Spec) Validate(p Params) error {
+	if err := s.validate(p); err != nil {
+		return fmt.Errorf("align: spec: %w", err)
+	}
+	return nil
+}
+
+// validate is Validate without the package prefix.
+func (s Spec) validate(p Params) error {
+	type axisKey struct {
+		param string
+		axis  int
+	}
+	owner := make(map[axisKey]int)
+	for gi, g := range s.Groups {
+		if g.Size < 1 {
+			return fmt.Errorf("%s: size %d, want >= 1", s.groupLabel(gi), g.Size)
+		}
+		for mi, m := range g.Members {
+			where := fmt.Sprintf("%s: member %d (param %q, axis %d)", s.groupLabel(gi), mi, m.Param, m.Axis)
+			t, ok := p[m.Param]
+			if !ok || t == nil {
+				return fmt.Errorf("%s: no such parameter", where)
+			}
+			if err := t.check(); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+			if m.Axis < 0 || m.Axis >= len(t.Shape) {
+				return fmt.Errorf("%s: axis out of range for shape %v", where, t.Shape)
+			}
+			if m.Block < 1 {
+				return fmt.Errorf("%s: block %d, want >= 1", where, m.Block)
+			}
+			if t.Shape[m.Axis] != g.Size*m.Block {
+				return fmt.Errorf("%s: axis length %d != size %d * block %d", where, t.Shape[m.Axis], g.Size, m.Block)
+			}
+			k := axisKey{m.Param, m.Axis}
+			if prev, dup := owner[k]; dup {
+				return fmt.Errorf("%s: axis already permuted by %s", where, s.groupLabel(prev))
+			}
+			owner[k] = gi
+		}
+	}
+	return nil
+}
+
+// check reports whether the tensor's data length matches its shape.
+func (t *Tensor) check() error {
+	n := 1
+	for _, d := range t.Shape {
+		if d < 0 {
+			return fmt.Errorf("negative dimension in shape %v", t.Shape)
+		}
+		if d > 0 && n > math.MaxInt/d {
+			return fmt.Errorf("shape %v overflows", t.Shape)
+		}
+		n *= d
+	}
+	if len(t.Data) != n {
+		return fmt.Errorf("shape %v needs %d values, data has %d", t.Shape, n, len(t.Data))
+	}
+	return nil
+}
+
+// strides returns the row-major element strides of shape.
+func strides(shape []int) []int {
+	st := make([]int, len(shape))
+	s := 1
+	for d := len(shape) - 1; d >= 0; d-- {
+		st[d] = s
+		s *= shape[d]
+	}
+	return st
+}
+
+// gather fills dst with src elements in the row-major order of the axes in tabs: tabs[k][x] is
+// the source offset contributed by position x of the k-th axis, and the element at positions
+// (x_0, ..., x_{r-1}) is src[base + sum_k tabs[k][x_k]]. len(dst) must equal the product of the
+// table lengths (1 for no tables). It converts float32 to D on the way.
+func gather[D float32 | float64](dst []D, src []float32, base int, tabs [][]int) {
+	if len(dst) == 0 {
+		return
+	}
+	if len(tabs) == 0 { // rank 0: a single element
+		dst[0] = D(src[base])
+		return
+	}
+	t := tabs[0]
+	if len(tabs) == 1 {
+		dst = dst[:len(t)]
+		for x, o := range t {
+			dst[x] = D(src[base+o])
+		}
+		return
+	}
+	inner := len(dst) / len(t)
+	for x, o := range t {
+		gather(dst[x*inner:(x+1)*inner], src, base+o, tabs[1:])
+	}
+}

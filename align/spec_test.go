@@ -1,0 +1,56 @@
+package align
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestSpecValidate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	params := mlpParams(rng, 5, 4, 3, 2)
+	params["bad"] = &Tensor{Shape: []int{4, 2}, Data: make([]float32, 7)}
+	params["nil"] = nil
+	params["D"] = randTensor(rng, 10, 12)
+	good := mlpSpec(4, 3)
+	if err := good.Validate(params); err != nil {
+		t.Fatalf("valid spec: %v", err)
+	}
+	if err := convSpec(3).Validate(Params{"C1": randTensor(rng, 3, 1, 3, 3), "bc": randTensor(rng, 3), "D": params["D"]}); err != nil {
+		t.Fatalf("valid block spec: %v", err)
+	}
+	one := func(size int, members ...Member) Spec {
+		return Spec{Groups: []Group{{Name: "g", Size: size, Members: members}}}
+	}
+	cases := []struct {
+		name string
+		spec Spec
+		want string
+	}{
+		{"missing param", one(4, Member{"nope", 0, 1}), `group 0 ("g"): member 0 (param "nope", axis 0): no such parameter`},
+		{"nil tensor", one(4, Member{"nil", 0, 1}), `param "nil", axis 0): no such parameter`},
+		{"bad data", one(4, Member{"bad", 0, 1}), "shape [4 2] needs 8 values, data has 7"},
+		{"axis too big", one(4, Member{"W1", 2, 1}), "axis out of range for shape [4 5]"},
+		{"axis negative", one(4, Member{"W1", -1, 1}), "axis out of range"},
+		{"block zero", one(4, Member{"W1", 0, 0}), "block 0, want >= 1"},
+		{"length mismatch", one(3, Member{"W1", 0, 1}), "axis length 4 != size 3 * block 1"},
+		{"block mismatch", one(4, Member{"D", 1, 4}), "axis length 12 != size 4 * block 4"},
+		{"size zero", one(0), `group 0 ("g"): size 0, want >= 1`},
+		{"twice in group", one(4, Member{"W1", 0, 1}, Member{"W1", 0, 1}), `member 1 (param "W1", axis 0): axis already permuted by group 0 ("g")`},
+		{"two groups", Spec{Groups: []Group{
+			{Name: "a", Size: 4, Members: []Member{{"b1", 0, 1}}},
+			{Name: "b", Size: 4, Members: []Member{{"b1", 0, 1}}},
+		}}, `group 1 ("b"): member 0 (param "b1", axis 0): axis already permuted by group 0 ("a")`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.spec.Validate(params)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.HasPrefix(err.Error(), "align: spec: ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}

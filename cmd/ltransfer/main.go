@@ -1,0 +1,68 @@
+// Command ltransfer transfers the learning trajectory of one neural-network training run onto a
+// new initialization, reading and writing ONNX (Chijiwa, "Transferring Learning Trajectories of
+// Neural Networks", ICLR 2024).
+//
+// Exit codes: 0 on success, 1 when the work failed, 2 on bad usage.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+)
+
+// usageError marks errors in how the command was called (exit code 2).
+type usageError struct{ error }
+
+func usagef(format string, args ...interface{}) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	onUsage := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+	app := &cli.App{
+		Name:      "ltransfer",
+		Usage:     "transfer learning trajectories between initializations of ONNX models",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Commands: []*cli.Command{
+			demoCommand(),
+			inspectCommand(),
+			transferCommand(),
+			evalCommand(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q (see ltransfer help)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
+		},
+		OnUsageError:   onUsage,
+		ExitErrHandler: func(*cli.Context, error) {}, // run decides the exit code
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = onUsage
+	}
+	return app
+}
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := newApp(stdout, stderr).Run(args)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "ltransfer:", err)
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}

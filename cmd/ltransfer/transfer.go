@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ltransfer/ltransfer/convert"
+)
+
+func transferFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "init", Usage: "the new initialization (ONNX file of the trajectory's architecture)", Required: true},
+		&cli.StringFlag{Name: "out", Usage: "output folder", Required: true},
+		&cli.StringFlag{Name: "method", Value: "gmt", Usage: "gmt, fgmt, naive or oracle"},
+		&cli.StringFlag{Name: "target-trajectory", Usage: "the target run's own trajectory (folder or first,last files), for --method oracle"},
+		&cli.IntFlag{Name: "steps", Value: 10, Usage: "interpolation points between consecutive checkpoints"},
+		&cli.StringFlag{Name: "schedule", Value: "cosine", Usage: "uniform or cosine spacing of the points"},
+		&cli.IntFlag{Name: "batch", Value: 128, Usage: "mini-batch size"},
+		&cli.IntFlag{Name: "grad-batches", Value: 1, Usage: "mini-batches per gradient"},
+		&cli.IntFlag{Name: "bn-batches", Value: 20, Usage: "batches to recompute BatchNorm statistics of every point"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mini-batches and the matching order"},
+		&cli.StringFlag{Name: "save", Value: "steps,best,final", Usage: "which ONNX files to write: any of steps, best, final"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout"},
+	}, dataFlags()...)
+}
+
+func transferCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "transfer",
+		Usage:     "transfer a trajectory onto a new initialization (GMT, FGMT, naive or oracle)",
+		ArgsUsage: "TRAJECTORY_DIR | CHECKPOINT.onnx...",
+		Flags:     transferFlags(),
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return usagef("transfer needs the source trajectory: a folder of ONNX checkpoints or the checkpoint files in order")
+			}
+			schedule, err := convert.ParseSchedule(c.String("schedule"))
+			if err != nil {
+				return usageError{err}
+			}
+			save := map[string]bool{}
+			for _, s := range strings.Split(c.String("save"), ",") {
+				if s = strings.TrimSpace(s); s != "steps" && s != "best" && s != "final" {
+					return usagef("--save %q: want a comma-separated list of steps, best, final", c.String("save"))
+				}
+				save[s] = true
+			}
+			train, val, err := openData(c)
+			if err != nil {
+				return err
+			}
+			job := convert.Job{
+				Trajectory: c.Args().Slice(),
+				Init:       c.String("init"),
+				Target:     c.String("target-trajectory"),
+				Out:        c.String("out"),
+				Save:       save,
+				Data:       c.String("data"),
+				ValData:    c.String("val-data"),
+				Options: convert.Options{
+					Method: c.String("method"), Steps: c.Int("steps"), Schedule: schedule, Batch: c.Int("batch"),
+					GradBatches: c.Int("grad-batches"), NormBatches: c.Int("bn-batches"), Seed: c.Uint64("seed"),
+					Train: train, Val: val,
+				},
+			}
+			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
+			progress.start(job.Options.Method)
+			job.Options.Progress = progress.step
+			report, err := job.Run()
+			progress.done()
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(report)
+			}
+			if !c.Bool("quiet") {
+				best := report.Steps[report.BestStep]
+				last := report.Steps[len(report.Steps)-1]
+				fmt.Fprintf(c.App.ErrWriter, "%s: best step %d (accuracy %.2f%%), final %.2f%%, %.1fs; wrote %s\n",
+					report.Method, report.BestStep, 100*best.Accuracy, 100*last.Accuracy, report.Seconds, job.Out)
+			}
+			return nil
+		},
+	}
+}
+
+// progress prints one line per transfer step, or a bar redrawn in place on a terminal.
+type progress struct {
+	w        io.Writer
+	quiet    bool
+	terminal bool
+	name     string
+	started  time.Time
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	p := &progress{w: w, quiet: quiet}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.terminal = true
+		}
+	}
+	return p
+}
+
+func (p *progress) start(name string) {
+	p.name, p.started = name, time.Now()
+}
+
+func (p *progress) step(r convert.StepReport) {
+	if p.quiet {
+		return
+	}
+	line := fmt.Sprintf("%s step %d/%d  acc %6.2f%%  loss %.4f  grad %.1fs  match %.1fs  eval %.1fs  elapsed %s",
+		p.name, r.Step, r.Total-1, 100*r.Accuracy, r.Loss, r.GradSeconds, r.MatchSeconds, r.EvalSeconds, time.Since(p.started).Round(time.Second))
+	if p.terminal {
+		width := 20
+		done := width * (r.Step + 1) / r.Total
+		fmt.Fprintf(p.w, "\r[%s%s] %s", strings.Repeat("=", done), strings.Repeat(" ", width-done), line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *progress) done() {
+	if p.terminal && !p.quiet {
+		fmt.Fprintln(p.w)
+	}
+}

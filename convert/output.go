@@ -1,0 +1,196 @@
+package convert
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph"
+)
+
+// ReportSchema is the version of the report.json layout; it changes when fields change meaning
+// or disappear (new fields keep it).
+const ReportSchema = 1
+
+// Report is report.json: what went in, how it was run, and every step's figures.
+type Report struct {
+	Schema   int           `json:"schema_version"`
+	Method   string        `json:"method"`
+	Inputs   []InputFile   `json:"inputs"`
+	Settings Settings      `json:"settings"`
+	Groups   []GroupReport `json:"groups"`
+	Steps    []StepReport  `json:"steps"`
+	BestStep int           `json:"best_step"`
+	Files    []string      `json:"files"`
+	Seconds  float64       `json:"seconds"`
+}
+
+// InputFile names an input file with its SHA-256, so that a report says exactly what it was
+// computed from.
+type InputFile struct {
+	Role   string `json:"role"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// Settings are the options of a transfer as the report records them.
+type Settings struct {
+	Steps       int      `json:"steps"`
+	Schedule    Schedule `json:"schedule"`
+	Batch       int      `json:"batch"`
+	GradBatches int      `json:"grad_batches"`
+	NormBatches int      `json:"bn_batches"`
+	Seed        uint64   `json:"seed"`
+	Data        string   `json:"data"`
+	ValData     string   `json:"val_data"`
+}
+
+// GroupReport is one permutation group.
+type GroupReport struct {
+	Name    string `json:"name"`
+	Size    int    `json:"size"`
+	Members int    `json:"members"`
+}
+
+// PermFile is perm.json: the permutation of every group at every step (index i of a group's
+// permutation is the source unit that lands on unit i).
+type PermFile struct {
+	Schema int         `json:"schema_version"`
+	Groups []string    `json:"groups"`
+	Final  [][]int     `json:"final"`
+	Steps  [][][]int   `json:"steps"`
+	Spec   []SpecGroup `json:"spec"`
+}
+
+// SpecGroup is a group of the spec with its members, as perm.json records it.
+type SpecGroup struct {
+	Name    string         `json:"name"`
+	Size    int            `json:"size"`
+	Members []align.Member `json:"members"`
+}
+
+// HashFile returns the hex SHA-256 of a file.
+func HashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("convert: hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Writer saves a transfer's steps as ONNX files in a folder: step_000.onnx .. step_K.onnx when
+// steps are kept, and best.onnx and final.onnx at the end. Every file is written to a temporary
+// name and renamed.
+type Writer struct {
+	Dir        string
+	Model      *graph.Model
+	SaveSteps  bool
+	SaveBest   bool
+	SaveFinal  bool
+	Files      []string
+	best, last align.Params
+	bestAcc    float64
+	bestStep   int
+}
+
+// PrepareDir creates the output folder, refusing a path that is a file and a folder that is one
+// of the inputs' folders.
+func PrepareDir(dir string, inputs ...string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for _, in := range inputs {
+		ia, err := filepath.Abs(in)
+		if err != nil {
+			return err
+		}
+		if st, err := os.Stat(in); err == nil && !st.IsDir() {
+			ia = filepath.Dir(ia)
+		}
+		if ia == abs {
+			return fmt.Errorf("convert: the output folder %s holds the input %s: choose another --out", dir, in)
+		}
+	}
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return fmt.Errorf("convert: the output path %s is a file, not a folder", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	probe, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("convert: the output folder %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+// Step records one step's parameters and writes its file when steps are kept.
+func (w *Writer) Step(step int, acc float64, p align.Params) error {
+	if w.best == nil || acc > w.bestAcc {
+		w.best, w.bestAcc, w.bestStep = p, acc, step
+	}
+	w.last = p
+	if !w.SaveSteps {
+		return nil
+	}
+	return w.save(fmt.Sprintf("step_%03d.onnx", step), p)
+}
+
+// Finish writes best.onnx and final.onnx.
+func (w *Writer) Finish() error {
+	if w.SaveBest && w.best != nil {
+		if err := w.save("best.onnx", w.best); err != nil {
+			return err
+		}
+	}
+	if w.SaveFinal && w.last != nil {
+		return w.save("final.onnx", w.last)
+	}
+	return nil
+}
+
+func (w *Writer) save(name string, p align.Params) error {
+	if err := w.Model.Save(filepath.Join(w.Dir, name), p); err != nil {
+		return err
+	}
+	w.Files = append(w.Files, name)
+	return nil
+}
+
+// WriteJSON writes v as indented JSON to dir/name atomically.
+func WriteJSON(path string, v interface{}) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	return graph.WriteFileAtomic(path, append(data, '\n'))
+}
+
+// NewPermFile records the permutations of a transfer.
+func NewPermFile(res *Result) PermFile {
+	pf := PermFile{Schema: ReportSchema}
+	for _, g := range res.Spec.Groups {
+		pf.Groups = append(pf.Groups, g.Name)
+		pf.Spec = append(pf.Spec, SpecGroup{Name: g.Name, Size: g.Size, Members: g.Members})
+	}
+	for _, p := range res.Perms {
+		pf.Steps = append(pf.Steps, [][]int(slices.Clone(p)))
+	}
+	if len(res.Perms) > 0 {
+		pf.Final = res.Perms[len(res.Perms)-1]
+	}
+	return pf
+}

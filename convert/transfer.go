@@ -1,0 +1,358 @@
+package convert
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/graph"
+)
+
+// Options configure a transfer.
+type Options struct {
+	// Method is gmt, fgmt, naive or oracle.
+	Method string
+	// Steps is the number of interpolation points between consecutive checkpoints (K).
+	Steps int
+	// Schedule spaces them.
+	Schedule Schedule
+	// Batch is the mini-batch size of gradients, evaluation and BatchNorm statistics.
+	Batch int
+	// GradBatches is the number of mini-batches each gradient is averaged over.
+	GradBatches int
+	// NormBatches is the number of batches BatchNorm statistics are recomputed over.
+	NormBatches int
+	// Seed draws the mini-batches and the coordinate-descent order.
+	Seed uint64
+	// MaxSweeps bounds the coordinate-descent sweeps of each matching (0: align's default).
+	MaxSweeps int
+	// Train provides the gradient and BatchNorm batches; Val the evaluation examples.
+	Train, Val dataset.Source
+	// Target is the target run's own trajectory, needed by the oracle.
+	Target *Trajectory
+	// Progress, when set, is called after every step.
+	Progress func(StepReport)
+}
+
+// StepReport describes one step of a transfer.
+type StepReport struct {
+	Step int `json:"step"`
+	// Total is the number of steps of the transfer, step 0 (the initialization) included.
+	Total int `json:"-"`
+	// Position is how far along the source trajectory the step is, from 0 (its first
+	// checkpoint) to 1 (its last).
+	Position float64 `json:"position"`
+	Score
+	// Objective is the matching objective sum ||target - pi(source)||^2 at the chosen
+	// permutation (0 for methods that do not match).
+	Objective    float64 `json:"objective"`
+	Sweeps       int     `json:"sweeps"`
+	Pairs        int     `json:"pairs"`
+	GradSeconds  float64 `json:"grad_seconds"`
+	MatchSeconds float64 `json:"match_seconds"`
+	EvalSeconds  float64 `json:"eval_seconds"`
+}
+
+// Result is the outcome of a transfer.
+type Result struct {
+	Steps []StepReport
+	// Best is the step with the highest validation accuracy.
+	Best int
+	// Spec is the permutation symmetry the transfer used, Perms the permutation of every step.
+	Spec  align.Spec
+	Perms []align.Perm
+}
+
+// point is a position on the source trajectory: checkpoint segment and coefficient within it.
+type point struct {
+	segment int
+	coef    float64
+}
+
+// transfer holds what a running transfer needs.
+type transfer struct {
+	opt       Options
+	src       *Trajectory
+	points    []point
+	theta1    []align.Params // checkpoint parameters
+	init      align.Params
+	trainable []string
+	spec      align.Spec // every float parameter
+	match     align.Spec // trainable parameters only: what gradients exist for
+	r         *runner
+	draws     uint64
+	gradTime  time.Duration
+}
+
+// Transfer moves the source trajectory onto the initialization init:
+// theta2_k = theta2_0 + pi_k(theta1_k - theta1_0) at every interpolation point k, with pi_k chosen
+// by the method. After each step the BatchNorm statistics are recomputed on training batches and
+// the point is evaluated on the validation set; emit receives every step's report and parameters.
+func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, align.Params) error) (*Result, error) {
+	if err := src.CheckInit(init); err != nil {
+		return nil, err
+	}
+	if opt.Train == nil || opt.Val == nil {
+		return nil, errors.New("convert: training and validation data are required")
+	}
+	if opt.GradBatches < 1 || opt.NormBatches < 1 {
+		return nil, fmt.Errorf("convert: grad batches %d and BatchNorm batches %d must be at least 1", opt.GradBatches, opt.NormBatches)
+	}
+	coefs, err := opt.Schedule.Coefficients(opt.Steps)
+	if err != nil {
+		return nil, err
+	}
+	spec, _, err := graph.Symmetries(init)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRunner(init, opt.Batch)
+	if err != nil {
+		return nil, err
+	}
+	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(), spec: spec, r: r}
+	t.match = restrict(spec, t.trainable)
+	for seg := range len(src.Checkpoints) - 1 {
+		for k, c := range coefs {
+			if k > 0 || seg == 0 {
+				t.points = append(t.points, point{segment: seg, coef: c})
+			}
+		}
+	}
+	for i, m := range src.Checkpoints {
+		if err := checkFinite(m.Params, t.trainable, src.Paths[i]); err != nil {
+			return nil, err
+		}
+		t.theta1 = append(t.theta1, m.Params)
+	}
+	if err := checkFinite(init.Params, t.trainable, init.Path); err != nil {
+		return nil, err
+	}
+	method, err := t.method()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Spec: spec}
+	pi := align.Identity(spec)
+	for k := range t.points {
+		var stats matchStats
+		if k > 0 {
+			if pi, stats, err = method(k, pi); err != nil {
+				return nil, fmt.Errorf("convert: step %d: %w", k, err)
+			}
+		}
+		rep, params, err := t.finish(k, pi, stats)
+		if err != nil {
+			return nil, fmt.Errorf("convert: step %d: %w", k, err)
+		}
+		res.Steps = append(res.Steps, rep)
+		res.Perms = append(res.Perms, pi)
+		if rep.Accuracy > res.Steps[res.Best].Accuracy {
+			res.Best = k
+		}
+		if emit != nil {
+			if err := emit(rep, params); err != nil {
+				return nil, err
+			}
+		}
+		if opt.Progress != nil {
+			opt.Progress(rep)
+		}
+	}
+	return res, nil
+}
+
+// matchStats is what a method reports about one step.
+type matchStats struct {
+	objective float64
+	sweeps    int
+	pairs     int
+	match     time.Duration
+}
+
+// stepFunc returns pi_k given pi_{k-1}.
+type stepFunc func(k int, prev align.Perm) (align.Perm, matchStats, error)
+
+func (t *transfer) method() (stepFunc, error) {
+	switch t.opt.Method {
+	case "naive":
+		return func(int, align.Perm) (align.Perm, matchStats, error) {
+			return align.Identity(t.spec), matchStats{}, nil
+		}, nil
+	case "gmt":
+		return t.gmt, nil
+	case "fgmt":
+		m := align.NewMatcher(t.match, t.matcherOptions())
+		return func(k int, prev align.Perm) (align.Perm, matchStats, error) {
+			// FGMT keeps the pairs of earlier steps and adds only the newest one.
+			if err := t.addPair(m, k-1, prev); err != nil {
+				return nil, matchStats{}, err
+			}
+			return t.solve(m, prev)
+		}, nil
+	case "oracle":
+		return t.oracle()
+	}
+	return nil, fmt.Errorf("convert: unknown method %q (want gmt, fgmt, naive or oracle)", t.opt.Method)
+}
+
+func (t *transfer) matcherOptions() align.MatcherOptions {
+	return align.MatcherOptions{Seed: t.opt.Seed, MaxSweeps: t.opt.MaxSweeps}
+}
+
+// gmt matches, at step k, the gradients of every earlier point j < k, recomputed at the points
+// transferred with the latest permutation, with a fresh matcher.
+func (t *transfer) gmt(k int, prev align.Perm) (align.Perm, matchStats, error) {
+	m := align.NewMatcher(t.match, t.matcherOptions())
+	for j := 0; j < k; j++ {
+		if err := t.addPair(m, j, prev); err != nil {
+			return nil, matchStats{}, err
+		}
+	}
+	return t.solve(m, prev)
+}
+
+func (t *transfer) solve(m *align.Matcher, warm align.Perm) (align.Perm, matchStats, error) {
+	start := time.Now()
+	pi, res, err := m.Solve(warm)
+	if err != nil {
+		return nil, matchStats{}, err
+	}
+	return pi, matchStats{objective: res.Objective, sweeps: res.Sweeps, pairs: m.Len(), match: time.Since(start)}, nil
+}
+
+// oracle matches the target run's own update theta2_T - theta2_0 with the source's
+// theta1_T - theta1_0 once, and uses that permutation at every step.
+func (t *transfer) oracle() (stepFunc, error) {
+	if t.opt.Target == nil {
+		return nil, errors.New("convert: the oracle method needs the target run's trajectory")
+	}
+	tgt := t.opt.Target
+	if err := t.src.CheckInit(tgt.Checkpoints[0]); err != nil {
+		return nil, err
+	}
+	last := func(tr *Trajectory) align.Params { return tr.Checkpoints[len(tr.Checkpoints)-1].Params }
+	dt, err := diff(subset(last(tgt), t.trainable), tgt.Checkpoints[0].Params)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := diff(subset(last(t.src), t.trainable), t.theta1[0])
+	if err != nil {
+		return nil, err
+	}
+	m := align.NewMatcher(t.match, t.matcherOptions())
+	if err := m.Add(1, dt, ds); err != nil {
+		return nil, err
+	}
+	var pi align.Perm
+	var stats matchStats
+	return func(k int, prev align.Perm) (align.Perm, matchStats, error) {
+		if pi == nil {
+			if pi, stats, err = t.solve(m, prev); err != nil {
+				return nil, stats, err
+			}
+			return pi, stats, nil
+		}
+		return pi, matchStats{objective: stats.objective}, nil
+	}, nil
+}
+
+// source returns theta1 at point j.
+func (t *transfer) source(j int) (align.Params, error) {
+	p := t.points[j]
+	a, b := t.theta1[p.segment], t.theta1[p.segment+1]
+	return combine(a, p.coef, b, a)
+}
+
+// transferred returns theta2_0 + pi(theta1_j - theta1_0) over every float parameter.
+func (t *transfer) transferred(j int, pi align.Perm) (align.Params, error) {
+	src, err := t.source(j)
+	if err != nil {
+		return nil, err
+	}
+	delta, err := diff(src, t.theta1[0])
+	if err != nil {
+		return nil, err
+	}
+	moved, err := pi.Apply(t.spec, delta)
+	if err != nil {
+		return nil, err
+	}
+	return combine(t.init, 1, moved, zeros(moved))
+}
+
+// batches draws the next gradient mini-batches from the training data.
+func (t *transfer) batches() [][]int {
+	t.draws++
+	order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed, t.draws)
+	var out [][]int
+	for i := 0; i < t.opt.GradBatches; i++ {
+		lo := (i * t.opt.Batch) % max(len(order)-t.opt.Batch+1, 1)
+		out = append(out, order[lo:min(lo+t.opt.Batch, len(order))])
+	}
+	return out
+}
+
+// addPair adds the gradient pair of point j to m: the gradient at the point transferred with pi
+// (the target) and the gradient at the source point (the source), on the same mini-batches.
+func (t *transfer) addPair(m *align.Matcher, j int, pi align.Perm) error {
+	start := time.Now()
+	defer func() { t.gradTime += time.Since(start) }()
+	batches := t.batches()
+	at, err := t.transferred(j, pi)
+	if err != nil {
+		return err
+	}
+	_, g2, err := t.r.grad(at, t.opt.Train, batches)
+	if err != nil {
+		return err
+	}
+	src, err := t.source(j)
+	if err != nil {
+		return err
+	}
+	_, g1, err := t.r.grad(src, t.opt.Train, batches)
+	if err != nil {
+		return err
+	}
+	return m.Add(1, g2, g1)
+}
+
+// finish builds the parameters of step k, recomputes their BatchNorm statistics and evaluates
+// them.
+func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, align.Params, error) {
+	params, err := t.transferred(k, pi)
+	if err != nil {
+		return StepReport{}, nil, err
+	}
+	start := time.Now()
+	order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed^0x6e6f726d, uint64(k))
+	norm, err := dataset.Batches(order[:min(len(order), t.opt.NormBatches*t.opt.Batch)], t.opt.Batch)
+	if err != nil {
+		return StepReport{}, nil, err
+	}
+	if params, err = t.r.normStats(params, t.opt.Train, norm); err != nil {
+		return StepReport{}, nil, err
+	}
+	score, err := t.r.evaluate(params, t.opt.Val, nil)
+	if err != nil {
+		return StepReport{}, nil, err
+	}
+	p := t.points[k]
+	rep := StepReport{
+		Step:         k,
+		Total:        len(t.points),
+		Position:     (float64(p.segment) + p.coef) / float64(len(t.theta1)-1),
+		Score:        score,
+		Objective:    stats.objective,
+		Sweeps:       stats.sweeps,
+		Pairs:        stats.pairs,
+		GradSeconds:  t.gradTime.Seconds(),
+		MatchSeconds: stats.match.Seconds(),
+		EvalSeconds:  time.Since(start).Seconds(),
+	}
+	t.gradTime = 0
+	return rep, params, nil
+}

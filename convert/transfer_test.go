@@ -1,0 +1,136 @@
+package convert
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/graph"
+)
+
+func fixture(parts ...string) string {
+	return filepath.Join(append([]string{"..", "testdata"}, parts...)...)
+}
+
+// mnist opens the training and validation splits of real MNIST, normalised as the fixtures
+// were trained (mean 0.1307, std 0.3081); limits of 0 keep everything.
+func mnist(t testing.TB, trainLimit, valLimit int) (dataset.Source, dataset.Source) {
+	t.Helper()
+	dir, err := dataset.ModuleMNIST()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Limit: trainLimit}
+	train, err := dataset.Open("mnist:"+dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Split, opt.Limit = dataset.SplitVal, valLimit
+	val, err := dataset.Open("mnist:"+dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return train, val
+}
+
+// TestTransferReachesPaperAccuracy runs the paper's MNIST settings on the shipped PyTorch
+// trajectories (seed 1 onto seed 2's initialization; K = 10, cosine, batch 128, one gradient
+// batch). A faithful PyTorch implementation of the paper measured these best validation
+// accuracies: 784-256-10 ReLU: naive 88.0, GMT 96.7, FGMT 96.4; 784-512-10 linear: naive 65.6,
+// GMT 88.4, FGMT 84.8. ltransfer must come within 3 points of GMT and FGMT, and on the linear
+// network beat naive by 15 points.
+func TestTransferReachesPaperAccuracy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs full transfers on MNIST")
+	}
+	train, val := mnist(t, 0, 0)
+	cases := []struct {
+		name       string
+		dir        string
+		final      string
+		gmt, fgmt  float64
+		naiveBelow float64 // GMT and FGMT beat naive by at least this much
+	}{
+		{"mlp784-256-10-relu", "mlp", "ckpt_005.onnx", 96.7, 96.4, 0},
+		{"mlp784-512-10-linear", "linear512", "ckpt_010.onnx", 88.4, 84.8, 15},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src, err := LoadTrajectory(fixture(c.dir, "seed1", "ckpt_000.onnx"), fixture(c.dir, "seed1", c.final))
+			if err != nil {
+				t.Fatal(err)
+			}
+			init, err := graph.Load(fixture(c.dir, "seed2", "ckpt_000.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			best := map[string]float64{}
+			for _, method := range []string{"naive", "fgmt", "gmt"} {
+				opt := Options{Method: method, Steps: 10, Schedule: Cosine, Batch: 128, GradBatches: 1, NormBatches: 20, Seed: 1, Train: train, Val: val}
+				res, err := Transfer(src, init, opt, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				best[method] = 100 * res.Steps[res.Best].Accuracy
+				t.Logf("%s: best %.2f%% at step %d", method, best[method], res.Best)
+			}
+			if best["gmt"] < c.gmt-3 || best["fgmt"] < c.fgmt-3 {
+				t.Errorf("GMT %.2f%% (paper %.1f), FGMT %.2f%% (paper %.1f): more than 3 points below", best["gmt"], c.gmt, best["fgmt"], c.fgmt)
+			}
+			if best["gmt"]-best["naive"] < c.naiveBelow || best["fgmt"]-best["naive"] < c.naiveBelow {
+				t.Errorf("naive %.2f%%: GMT and FGMT should beat it by %.0f points", best["naive"], c.naiveBelow)
+			}
+		})
+	}
+}
+
+// TestTransferredFilesGiveReportedAccuracy runs a short transfer end to end on the BatchNorm
+// fixtures and checks that every written step file, loaded back, scores what the report says.
+func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
+	train, val := mnist(t, 2048, 256)
+	for _, name := range []string{"cnn", "resnet"} {
+		t.Run(name, func(t *testing.T) {
+			out := t.TempDir()
+			job := Job{
+				Trajectory: []string{fixture(name, "seed1")},
+				Init:       fixture(name, "seed1", "ckpt_000.onnx"),
+				Out:        out,
+				Save:       map[string]bool{"steps": true, "best": true, "final": true},
+				Options: Options{Method: "fgmt", Steps: 2, Schedule: Cosine, Batch: 64, GradBatches: 1, NormBatches: 2,
+					Seed: 3, Train: train, Val: val},
+			}
+			rep, err := job.Run()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Steps) != 5 { // 3 checkpoints, 2 segments of 2 steps, plus step 0
+				t.Fatalf("%d steps, want 5", len(rep.Steps))
+			}
+			for _, s := range rep.Steps {
+				m, err := graph.Load(filepath.Join(out, stepName(s.Step)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				score, err := Evaluate(m, nil, val, 64, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if math.Abs(score.Accuracy-s.Accuracy) > 1e-9 || math.Abs(score.Loss-s.Loss) > 1e-5 {
+					t.Errorf("step %d: file scores %v, report says %v", s.Step, score, s.Score)
+				}
+			}
+			for _, f := range []string{"best.onnx", "final.onnx", "perm.json", "report.json"} {
+				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
+
+func stepName(step int) string {
+	return fmt.Sprintf("step_%03d.onnx", step)
+}

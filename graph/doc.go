@@ -1,0 +1,25 @@
+// Package graph is ltransfer's ONNX front and back end.
+//
+// Load decodes an ONNX file through onnx-go's decoder (github.com/owulveryck/onnx-go) into this
+// package's own backend, which records the operators, their attributes and the initializer
+// tensors; ltransfer's own protobuf bindings (internal/onnxpb, generated from onnx.proto) keep
+// the original message, validate tensor sizes, read external data and write the model back with
+// Save, changing nothing but the parameters.
+//
+// A Session turns a model into Gorgonia expression graphs (gorgonia.org/gorgonia) for one batch
+// size. The shape subgraphs that torch.onnx.export writes (Shape, Gather, Unsqueeze, Concat,
+// Constant feeding Reshape) are evaluated while the graph is built, since every shape is known
+// once the batch size is. Gorgonia's own operators carry the matrix products, convolutions and
+// activations; operators Gorgonia lacks or cannot differentiate (broadcasting arithmetic,
+// BatchNormalization, pooling, softmax and the fused softmax cross-entropy loss) are kernels
+// plugged into Gorgonia's symbolic differentiation. One tape run gives the logits, the mean
+// cross-entropy
+//
+//	L = -1/N sum_i log softmax(z_i)[y_i]
+//
+// and dL/dθ for every trainable initializer θ. BatchNormalization uses batch statistics in
+// training passes and running statistics in evaluation passes, as PyTorch does.
+//
+// Errors name the file, and the node or parameter, as in
+// `graph: model.onnx: node "Conv_3" (Conv): ...`.
+package graph

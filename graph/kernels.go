@@ -1,0 +1,544 @@
+package graph
+
+import (
+	"fmt"
+	"math"
+
+	"gorgonia.org/tensor"
+)
+
+// softmaxCrossEntropy is the mean cross-entropy of logits (N x K) against integer labels, the
+// loss of PyTorch's nn.CrossEntropyLoss. It is one fused operator so that it is computed stably
+// (log-sum-exp with the row maximum subtracted) and its gradient is (softmax - onehot) / N.
+type softmaxCrossEntropy struct {
+	labels []int64 // set before every run
+}
+
+func (k *softmaxCrossEntropy) name() string { return "SoftmaxCrossEntropy" }
+
+func (k *softmaxCrossEntropy) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	if in[0].Dims() != 2 {
+		return nil, fmt.Errorf("cross-entropy needs N x K logits, got shape %v", in[0])
+	}
+	return tensor.ScalarShape(), nil
+}
+
+func (k *softmaxCrossEntropy) differentiable(i int) bool { return i == 0 }
+
+// rows iterates over the logit rows with their label, checking labels against the class count.
+func (k *softmaxCrossEntropy) rows(logits []float32, shape tensor.Shape, f func(row []float32, label int)) error {
+	n, c := shape[0], shape[1]
+	if len(k.labels) != n {
+		return fmt.Errorf("cross-entropy: %d labels for a batch of %d", len(k.labels), n)
+	}
+	for i := 0; i < n; i++ {
+		y := k.labels[i]
+		if y < 0 || y >= int64(c) {
+			return fmt.Errorf("cross-entropy: label %d of example %d is outside the model's %d classes", y, i, c)
+		}
+		f(logits[i*c:(i+1)*c], int(y))
+	}
+	return nil
+}
+
+// logSumExp returns max(row) and log(sum(exp(row - max))) in float64.
+func logSumExp(row []float32) (float64, float64) {
+	m := math.Inf(-1)
+	for _, v := range row {
+		m = math.Max(m, float64(v))
+	}
+	var s float64
+	for _, v := range row {
+		s += math.Exp(float64(v) - m)
+	}
+	return m, math.Log(s)
+}
+
+func (k *softmaxCrossEntropy) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	var total float64
+	err := k.rows(in[0], shapes[0], func(row []float32, y int) {
+		m, lse := logSumExp(row)
+		total += m + lse - float64(row[y])
+	})
+	out[0] = float32(total / float64(shapes[0][0]))
+	return err
+}
+
+func (k *softmaxCrossEntropy) backward(_ int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	scale := float64(dOut[0]) / float64(shapes[0][0])
+	c := shapes[0][1]
+	i := 0
+	return k.rows(in[0], shapes[0], func(row []float32, y int) {
+		m, lse := logSumExp(row)
+		d := dIn[i*c : (i+1)*c]
+		for j, v := range row {
+			d[j] = float32(math.Exp(float64(v)-m-lse) * scale)
+		}
+		d[y] -= float32(scale)
+		i++
+	})
+}
+
+// binaryOp is an elementwise arithmetic operator with numpy (ONNX multidirectional) broadcasting.
+type binaryOp struct {
+	op     string // Add, Sub, Mul or Div
+	ia, ib []int32
+	shape  tensor.Shape
+}
+
+func (k *binaryOp) name() string { return k.op }
+
+func (k *binaryOp) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	return broadcastShape(in[0], in[1])
+}
+
+func (k *binaryOp) differentiable(int) bool { return true }
+
+// broadcastShape returns the numpy broadcast of two shapes.
+func broadcastShape(a, b tensor.Shape) (tensor.Shape, error) {
+	n := max(len(a), len(b))
+	out := make(tensor.Shape, n)
+	for i := 0; i < n; i++ {
+		da, db := dimFromEnd(a, n-1-i), dimFromEnd(b, n-1-i)
+		switch {
+		case da == db || db == 1:
+			out[i] = da
+		case da == 1:
+			out[i] = db
+		default:
+			return nil, fmt.Errorf("shapes %v and %v do not broadcast", a, b)
+		}
+	}
+	return out, nil
+}
+
+func dimFromEnd(s tensor.Shape, fromEnd int) int {
+	i := len(s) - 1 - fromEnd
+	if i < 0 {
+		return 1
+	}
+	return s[i]
+}
+
+// indexMaps returns, for every output element, the index of the element of each input it reads.
+func (k *binaryOp) indexMaps(a, b tensor.Shape) ([]int32, []int32) {
+	out, _ := broadcastShape(a, b)
+	if k.ia != nil && out.Eq(k.shape) {
+		return k.ia, k.ib
+	}
+	k.shape = out
+	k.ia, k.ib = broadcastIndex(a, out), broadcastIndex(b, out)
+	return k.ia, k.ib
+}
+
+// broadcastIndex maps every element of the output shape to the element of in it reads.
+func broadcastIndex(in, out tensor.Shape) []int32 {
+	n := len(out)
+	strides := make([]int, n)
+	s := 1
+	for i := n - 1; i >= 0; i-- {
+		if d := dimFromEnd(in, n-1-i); d != 1 {
+			strides[i] = s
+			s *= d
+		}
+	}
+	idx := make([]int32, out.TotalSize())
+	coord := make([]int, n)
+	cur := 0
+	for o := range idx {
+		idx[o] = int32(cur)
+		for ax := n - 1; ax >= 0; ax-- {
+			coord[ax]++
+			cur += strides[ax]
+			if coord[ax] < out[ax] {
+				break
+			}
+			cur -= strides[ax] * coord[ax]
+			coord[ax] = 0
+		}
+	}
+	return idx
+}
+
+func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	ia, ib := k.indexMaps(shapes[0], shapes[1])
+	a, b := in[0], in[1]
+	switch k.op {
+	case "Add":
+		for o := range out {
+			out[o] = a[ia[o]] + b[ib[o]]
+		}
+	case "Sub":
+		for o := range out {
+			out[o] = a[ia[o]] - b[ib[o]]
+		}
+	case "Mul":
+		for o := range out {
+			out[o] = a[ia[o]] * b[ib[o]]
+		}
+	case "Div":
+		for o := range out {
+			out[o] = a[ia[o]] / b[ib[o]]
+		}
+	default:
+		return fmt.Errorf("unknown elementwise operator %s", k.op)
+	}
+	return nil
+}
+
+func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	ia, ib := k.indexMaps(shapes[0], shapes[1])
+	a, b := in[0], in[1]
+	idx := ia
+	if i == 1 {
+		idx = ib
+	}
+	for o, g := range dOut {
+		var d float32
+		switch {
+		case k.op == "Add", k.op == "Sub" && i == 0:
+			d = g
+		case k.op == "Sub":
+			d = -g
+		case k.op == "Mul" && i == 0:
+			d = g * b[ib[o]]
+		case k.op == "Mul":
+			d = g * a[ia[o]]
+		case i == 0: // Div
+			d = g / b[ib[o]]
+		default:
+			bv := b[ib[o]]
+			d = -g * a[ia[o]] / (bv * bv)
+		}
+		dIn[idx[o]] += d
+	}
+	return nil
+}
+
+// batchNorm is BatchNormalization over axis 1 of an N x C x ... input. In training mode it
+// normalises with the batch mean and biased variance (and records them, with the unbiased
+// variance, for running statistics); in evaluation mode it reads the running mean and variance as
+// inputs 3 and 4.
+type batchNorm struct {
+	epsilon  float64
+	training bool
+	// BatchMean and BatchVar hold the statistics of the last training-mode forward pass, the
+	// variance unbiased (as PyTorch accumulates it into running_var).
+	batchMean, batchVar []float64
+}
+
+func (k *batchNorm) name() string {
+	if k.training {
+		return "BatchNormalization(train)"
+	}
+	return "BatchNormalization(eval)"
+}
+
+func (k *batchNorm) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	if in[0].Dims() < 2 {
+		return nil, fmt.Errorf("BatchNormalization input %v needs at least 2 dims", in[0])
+	}
+	c := in[0][1]
+	for i := 1; i < len(in); i++ {
+		if in[i].TotalSize() != c {
+			return nil, fmt.Errorf("BatchNormalization input %d has shape %v, want %d channels", i, in[i], c)
+		}
+	}
+	return in[0].Clone(), nil
+}
+
+func (k *batchNorm) differentiable(i int) bool { return i < 3 }
+
+// layout returns batch, channels and spatial size.
+func bnLayout(s tensor.Shape) (int, int, int) {
+	return s[0], s[1], s.TotalSize() / (s[0] * s[1])
+}
+
+// stats returns per-channel mean and inverse standard deviation used to normalise.
+func (k *batchNorm) stats(in [][]float32, s tensor.Shape) ([]float64, []float64) {
+	n, c, hw := bnLayout(s)
+	mean := make([]float64, c)
+	invstd := make([]float64, c)
+	if !k.training {
+		for ch := 0; ch < c; ch++ {
+			mean[ch] = float64(in[3][ch])
+			invstd[ch] = 1 / math.Sqrt(float64(in[4][ch])+k.epsilon)
+		}
+		return mean, invstd
+	}
+	x := in[0]
+	m := float64(n * hw)
+	variance := make([]float64, c)
+	for ch := 0; ch < c; ch++ {
+		var s float64
+		for b := 0; b < n; b++ {
+			for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+				s += float64(v)
+			}
+		}
+		mu := s / m
+		var q float64
+		for b := 0; b < n; b++ {
+			for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+				d := float64(v) - mu
+				q += d * d
+			}
+		}
+		mean[ch], variance[ch] = mu, q/m
+		invstd[ch] = 1 / math.Sqrt(q/m+k.epsilon)
+	}
+	k.batchMean = mean
+	k.batchVar = make([]float64, c)
+	for ch := range variance {
+		if m > 1 {
+			k.batchVar[ch] = variance[ch] * m / (m - 1)
+		}
+	}
+	return mean, invstd
+}
+
+func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	n, c, hw := bnLayout(shapes[0])
+	mean, invstd := k.stats(in, shapes[0])
+	x, scale, bias := in[0], in[1], in[2]
+	for b := 0; b < n; b++ {
+		for ch := 0; ch < c; ch++ {
+			a := float64(scale[ch]) * invstd[ch]
+			off := float64(bias[ch]) - mean[ch]*a
+			base := (b*c + ch) * hw
+			for j, v := range x[base : base+hw] {
+				out[base+j] = float32(float64(v)*a + off)
+			}
+		}
+	}
+	return nil
+}
+
+func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	n, c, hw := bnLayout(shapes[0])
+	mean, invstd := k.stats(in, shapes[0])
+	x, scale := in[0], in[1]
+	m := float64(n * hw)
+	for ch := 0; ch < c; ch++ {
+		var sumDy, sumDyXhat float64
+		for b := 0; b < n; b++ {
+			base := (b*c + ch) * hw
+			for j, g := range dOut[base : base+hw] {
+				sumDy += float64(g)
+				sumDyXhat += float64(g) * (float64(x[base+j]) - mean[ch]) * invstd[ch]
+			}
+		}
+		switch i {
+		case 1:
+			dIn[ch] = float32(sumDyXhat)
+		case 2:
+			dIn[ch] = float32(sumDy)
+		default:
+			a := float64(scale[ch]) * invstd[ch]
+			for b := 0; b < n; b++ {
+				base := (b*c + ch) * hw
+				for j, g := range dOut[base : base+hw] {
+					if !k.training {
+						dIn[base+j] = float32(float64(g) * a)
+						continue
+					}
+					xhat := (float64(x[base+j]) - mean[ch]) * invstd[ch]
+					dIn[base+j] = float32(a / m * (m*float64(g) - sumDy - xhat*sumDyXhat))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// pool2D is MaxPool, AveragePool and GlobalAveragePool over the last two axes of N x C x H x W,
+// with ONNX's explicit padding (max pooling pads with -inf; average pooling divides by the window
+// inside the input unless countPad is set).
+type pool2D struct {
+	max              bool
+	kh, kw           int
+	sh, sw           int
+	top, left        int
+	bottom, right    int
+	countPad, global bool
+}
+
+func (k *pool2D) name() string {
+	switch {
+	case k.global:
+		return "GlobalAveragePool"
+	case k.max:
+		return fmt.Sprintf("MaxPool(%dx%d/%dx%d)", k.kh, k.kw, k.sh, k.sw)
+	}
+	return fmt.Sprintf("AveragePool(%dx%d/%dx%d)", k.kh, k.kw, k.sh, k.sw)
+}
+
+func (k *pool2D) geometry(s tensor.Shape) (kh, kw, oh, ow int) {
+	if k.global {
+		return s[2], s[3], 1, 1
+	}
+	oh = (s[2]+k.top+k.bottom-k.kh)/k.sh + 1
+	ow = (s[3]+k.left+k.right-k.kw)/k.sw + 1
+	return k.kh, k.kw, oh, ow
+}
+
+func (k *pool2D) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	s := in[0]
+	if s.Dims() != 4 {
+		return nil, fmt.Errorf("%s needs N x C x H x W input, got %v", k.name(), s)
+	}
+	_, _, oh, ow := k.geometry(s)
+	if oh < 1 || ow < 1 {
+		return nil, fmt.Errorf("%s: window larger than the padded input %v", k.name(), s)
+	}
+	return tensor.Shape{s[0], s[1], oh, ow}, nil
+}
+
+func (k *pool2D) differentiable(int) bool { return true }
+
+// windows calls f for every output element with the input plane, the output index and the
+// window bounds clipped to the input.
+func (k *pool2D) windows(s tensor.Shape, f func(plane, o, y0, y1, x0, x1, area int)) {
+	kh, kw, oh, ow := k.geometry(s)
+	h, w := s[2], s[3]
+	sh, sw, top, left := k.sh, k.sw, k.top, k.left
+	if k.global {
+		sh, sw, top, left = 1, 1, 0, 0
+	}
+	for p := 0; p < s[0]*s[1]; p++ {
+		for oy := 0; oy < oh; oy++ {
+			ys := oy*sh - top
+			y0, y1 := max(ys, 0), min(ys+kh, h)
+			for ox := 0; ox < ow; ox++ {
+				xs := ox*sw - left
+				x0, x1 := max(xs, 0), min(xs+kw, w)
+				area := (y1 - y0) * (x1 - x0)
+				if k.countPad {
+					area = (min(ys+kh, h+k.bottom) - ys) * (min(xs+kw, w+k.right) - xs)
+				}
+				f(p, (p*oh+oy)*ow+ox, y0, y1, x0, x1, area)
+			}
+		}
+	}
+}
+
+func (k *pool2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	x := in[0]
+	h, w := shapes[0][2], shapes[0][3]
+	k.windows(shapes[0], func(p, o, y0, y1, x0, x1, area int) {
+		plane := x[p*h*w : (p+1)*h*w]
+		if k.max {
+			best := float32(math.Inf(-1))
+			for y := y0; y < y1; y++ {
+				for _, v := range plane[y*w+x0 : y*w+x1] {
+					if v > best {
+						best = v
+					}
+				}
+			}
+			out[o] = best
+			return
+		}
+		var s float64
+		for y := y0; y < y1; y++ {
+			for _, v := range plane[y*w+x0 : y*w+x1] {
+				s += float64(v)
+			}
+		}
+		out[o] = float32(s / float64(area))
+	})
+	return nil
+}
+
+func (k *pool2D) backward(_ int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	x := in[0]
+	h, w := shapes[0][2], shapes[0][3]
+	k.windows(shapes[0], func(p, o, y0, y1, x0, x1, area int) {
+		base := p * h * w
+		if k.max {
+			// The gradient goes to the first maximum in row-major order, as in PyTorch.
+			best, at := float32(math.Inf(-1)), -1
+			for y := y0; y < y1; y++ {
+				for xx := x0; xx < x1; xx++ {
+					if v := x[base+y*w+xx]; v > best || at < 0 {
+						best, at = v, base+y*w+xx
+					}
+				}
+			}
+			if at >= 0 {
+				dIn[at] += dOut[o]
+			}
+			return
+		}
+		g := dOut[o] / float32(area)
+		for y := y0; y < y1; y++ {
+			for xx := x0; xx < x1; xx++ {
+				dIn[base+y*w+xx] += g
+			}
+		}
+	})
+	return nil
+}
+
+// softmax is Softmax or LogSoftmax over the last axis.
+type softmax struct {
+	log bool
+}
+
+func (k *softmax) name() string {
+	if k.log {
+		return "LogSoftmax"
+	}
+	return "Softmax"
+}
+
+func (k *softmax) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	if in[0].Dims() < 1 {
+		return nil, fmt.Errorf("%s of a scalar", k.name())
+	}
+	return in[0].Clone(), nil
+}
+
+func (k *softmax) differentiable(int) bool { return true }
+
+func (k *softmax) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	c := shapes[0][shapes[0].Dims()-1]
+	x := in[0]
+	for r := 0; r < len(x)/c; r++ {
+		row := x[r*c : (r+1)*c]
+		m, lse := logSumExp(row)
+		for j, v := range row {
+			l := float64(v) - m - lse
+			if k.log {
+				out[r*c+j] = float32(l)
+			} else {
+				out[r*c+j] = float32(math.Exp(l))
+			}
+		}
+	}
+	return nil
+}
+
+func (k *softmax) backward(_ int, _ [][]float32, shapes []tensor.Shape, out, dOut, dIn []float32) error {
+	c := shapes[0][shapes[0].Dims()-1]
+	for r := 0; r < len(out)/c; r++ {
+		y, g, d := out[r*c:(r+1)*c], dOut[r*c:(r+1)*c], dIn[r*c:(r+1)*c]
+		var s float64
+		if k.log {
+			for _, v := range g {
+				s += float64(v)
+			}
+			for j := range d {
+				d[j] = float32(float64(g[j]) - math.Exp(float64(y[j]))*s)
+			}
+			continue
+		}
+		for j := range g {
+			s += float64(g[j]) * float64(y[j])
+		}
+		for j := range d {
+			d[j] = float32(float64(y[j]) * (float64(g[j]) - s))
+		}
+	}
+	return nil
+}

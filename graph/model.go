@@ -1,0 +1,405 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	onnx "github.com/owulveryck/onnx-go"
+	"google.golang.org/protobuf/proto"
+	"gorgonia.org/tensor"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+)
+
+// Model is a decoded ONNX model: its operator graph, its float32 initializers (the parameters and
+// the BatchNorm running statistics) and the original protobuf message, kept so that Save writes
+// the file back exactly as the exporting framework wrote it, with only the parameters replaced.
+type Model struct {
+	// Path is the file the model was loaded from (used in error messages).
+	Path string
+	// Opset is the version of the default ONNX operator set the model imports.
+	Opset int64
+	// Input is the data input of the network (the first graph input that is not an initializer).
+	Input ValueInfo
+	// Output is the first graph output: the logits (or log-probabilities, or probabilities).
+	Output ValueInfo
+	// Nodes are the operators in graph (topological) order.
+	Nodes []*Node
+	// Params holds every float32 initializer by name, trainable or not.
+	Params align.Params
+	// Infos describes every float32 initializer, in file order.
+	Infos []ParamInfo
+
+	consts   map[string]tensor.Tensor // initializers that are not float32, as decoded
+	proto    *onnxpb.ModelProto
+	external map[string]externalRef
+}
+
+// Node is one ONNX operator.
+type Node struct {
+	Name    string
+	Op      string
+	Inputs  []string // "" marks an omitted optional input
+	Outputs []string
+	Attrs   map[string]interface{}
+}
+
+// ValueInfo names a graph input or output and its declared shape; a dimension that the file
+// leaves symbolic (such as the batch size) is -1.
+type ValueInfo struct {
+	Name  string
+	Shape []int
+}
+
+// Role says what an initializer is to the network.
+type Role string
+
+// The roles of float32 initializers.
+const (
+	RoleWeight      Role = "weight"       // Conv, Gemm or MatMul weight
+	RoleBias        Role = "bias"         // Conv or Gemm bias, or the operand of a bias Add
+	RoleNormScale   Role = "norm_scale"   // BatchNormalization scale (gamma)
+	RoleNormBias    Role = "norm_bias"    // BatchNormalization bias (beta)
+	RoleRunningMean Role = "running_mean" // BatchNormalization running mean (not trainable)
+	RoleRunningVar  Role = "running_var"  // BatchNormalization running variance (not trainable)
+	RoleConstant    Role = "constant"     // any other float32 initializer (not trainable)
+)
+
+// ParamInfo describes one float32 initializer.
+type ParamInfo struct {
+	Name      string
+	Shape     []int
+	Role      Role
+	Trainable bool
+}
+
+// Load reads an ONNX model file. Initializers stored as external data are read from the model's
+// folder.
+func Load(path string) (*Model, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	m, err := Decode(data, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("graph: %s: %w", path, errors.Unwrap(err))
+	}
+	m.Path = path
+	return m, nil
+}
+
+// Decode decodes an ONNX model from memory; dir is where external data files are looked up.
+func Decode(data []byte, dir string) (m *Model, err error) {
+	pb, external, err := decodeProto(data, dir)
+	if err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	b, err := decodeWithOnnxGo(pb)
+	if err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: align.Params{}}
+	if err := m.build(pb, b); err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	return m, nil
+}
+
+// decodeWithOnnxGo runs onnx-go's decoder on a sanitised copy of the model: declared value types
+// are dropped (shapes are read from our own message, and onnx-go would allocate whatever size a
+// file declares) and initializers of types onnx-go cannot decode become plain inputs (their
+// bytes stay in our message, untouched).
+func decodeWithOnnxGo(pb *onnxpb.ModelProto) (b *backend, err error) {
+	cp := proto.Clone(pb).(*onnxpb.ModelProto)
+	g := cp.Graph
+	for _, list := range [][]*onnxpb.ValueInfoProto{g.Input, g.Output, g.ValueInfo} {
+		for _, v := range list {
+			v.Type = nil
+		}
+	}
+	kept := g.Initializer[:0]
+	for _, t := range g.Initializer {
+		switch onnxpb.TensorProto_DataType(t.GetDataType()) {
+		case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_INT32:
+			if len(t.Dims) > 0 && elementCountOrZero(t.Dims) == 0 {
+				break // onnx-go cannot decode an empty tensor; our message has it
+			}
+			kept = append(kept, t)
+			continue
+		}
+		g.Input = append(g.Input, &onnxpb.ValueInfoProto{Name: proto.String(t.GetName())})
+	}
+	g.Initializer = kept
+	data, err := proto.Marshal(cp)
+	if err != nil {
+		return nil, fmt.Errorf("re-encoding for onnx-go: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: onnx-go decoder: %v", ErrFormat, r)
+		}
+	}()
+	b = newBackend()
+	if err := onnx.NewModel(b).UnmarshalBinary(data); err != nil {
+		return nil, fmt.Errorf("%w: onnx-go decoder: %v", ErrFormat, err)
+	}
+	return b, nil
+}
+
+func elementCountOrZero(dims []int64) int64 {
+	n, err := elementCount(dims)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// build fills the model from our message (names, inputs, order) and what onnx-go decoded
+// (operator types, attributes, initializer values).
+func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
+	g := pb.Graph
+	if len(b.ops) != len(g.Node) {
+		return fmt.Errorf("onnx-go decoded %d operators, the file has %d", len(b.ops), len(g.Node))
+	}
+	for _, imp := range pb.OpsetImport {
+		if imp.GetDomain() == "" || imp.GetDomain() == "ai.onnx" {
+			m.Opset = imp.GetVersion()
+		}
+	}
+	for i, n := range g.Node {
+		name := n.GetName()
+		if name == "" {
+			name = fmt.Sprintf("%s_%d", n.GetOpType(), i)
+		}
+		if b.ops[i].opType != n.GetOpType() {
+			return fmt.Errorf("node %q: onnx-go decoded operator %s, the file says %s", name, b.ops[i].opType, n.GetOpType())
+		}
+		if n.GetDomain() != "" && n.GetDomain() != "ai.onnx" {
+			return fmt.Errorf("node %q (%s): operator domain %q is not supported", name, n.GetOpType(), n.GetDomain())
+		}
+		attrs := b.ops[i].attrs
+		if attrs == nil {
+			attrs = map[string]interface{}{}
+		}
+		m.Nodes = append(m.Nodes, &Node{Name: name, Op: n.GetOpType(), Inputs: n.Input, Outputs: n.Output, Attrs: attrs})
+	}
+
+	decoded := b.tensors()
+	isInit := map[string]bool{}
+	for _, t := range g.Initializer {
+		isInit[t.GetName()] = true
+		dims := make([]int, len(t.Dims))
+		for i, d := range t.Dims {
+			dims[i] = int(d)
+		}
+		if onnxpb.TensorProto_DataType(t.GetDataType()) == onnxpb.TensorProto_FLOAT {
+			data := floatsOf(t)
+			if dt, ok := decoded[t.GetName()]; ok {
+				data = dt.Data().([]float32)
+			}
+			m.Params[t.GetName()] = &align.Tensor{Shape: dims, Data: data}
+			m.Infos = append(m.Infos, ParamInfo{Name: t.GetName(), Shape: dims})
+			continue
+		}
+		if dt, ok := decoded[t.GetName()]; ok {
+			m.consts[t.GetName()] = dt
+		} else if ints, err := int64sOf(t); err == nil {
+			m.consts[t.GetName()] = tensor.New(tensor.WithShape(dims...), tensor.WithBacking(ints))
+		}
+		// Other types (strings, float16, ...) stay opaque: untouched in the file, unusable by ops.
+	}
+	for _, in := range g.Input {
+		if !isInit[in.GetName()] {
+			m.Input = valueInfo(in)
+			break
+		}
+	}
+	if m.Input.Name == "" {
+		return errors.New("the graph has no data input (every input is an initializer)")
+	}
+	m.Output = valueInfo(g.Output[0])
+	m.assignRoles()
+	return nil
+}
+
+func valueInfo(v *onnxpb.ValueInfoProto) ValueInfo {
+	vi := ValueInfo{Name: v.GetName()}
+	if tt := v.GetType().GetTensorType(); tt != nil && tt.GetShape() != nil {
+		for _, d := range tt.GetShape().GetDim() {
+			if d.GetDimParam() != "" || d.Value == nil {
+				vi.Shape = append(vi.Shape, -1)
+			} else {
+				vi.Shape = append(vi.Shape, int(d.GetDimValue()))
+			}
+		}
+	}
+	return vi
+}
+
+// assignRoles classifies every float32 initializer by the operator slots that read it. An
+// initializer is trainable when an operator reads it as a weight, a bias or a BatchNorm affine
+// parameter; BatchNorm running statistics and other constants are not.
+func (m *Model) assignRoles() {
+	roles := map[string]Role{}
+	// origin maps values computed from an initializer by layout-only operators (a Linear layer
+	// without bias is exported as Transpose then MatMul) back to that initializer.
+	origin := map[string]string{}
+	for _, n := range m.Nodes {
+		if len(n.Inputs) == 0 || len(n.Outputs) == 0 || !layoutOps[n.Op] {
+			continue
+		}
+		src := n.Inputs[0]
+		if o, ok := origin[src]; ok {
+			src = o
+		}
+		if _, ok := m.Params[src]; ok {
+			origin[n.Outputs[0]] = src
+		}
+	}
+	set := func(name string, r Role) {
+		if o, ok := origin[name]; ok {
+			name = o
+		}
+		if _, ok := m.Params[name]; ok && name != "" {
+			if _, seen := roles[name]; !seen {
+				roles[name] = r
+			}
+		}
+	}
+	in := func(n *Node, i int) string {
+		if i < len(n.Inputs) {
+			return n.Inputs[i]
+		}
+		return ""
+	}
+	for _, n := range m.Nodes {
+		switch n.Op {
+		case "Conv", "ConvTranspose":
+			set(in(n, 1), RoleWeight)
+			set(in(n, 2), RoleBias)
+		case "Gemm":
+			set(in(n, 0), RoleWeight)
+			set(in(n, 1), RoleWeight)
+			set(in(n, 2), RoleBias)
+		case "MatMul":
+			set(in(n, 0), RoleWeight)
+			set(in(n, 1), RoleWeight)
+		case "BatchNormalization":
+			set(in(n, 1), RoleNormScale)
+			set(in(n, 2), RoleNormBias)
+			set(in(n, 3), RoleRunningMean)
+			set(in(n, 4), RoleRunningVar)
+		case "Add", "Sub":
+			for _, name := range n.Inputs {
+				if o, ok := origin[name]; ok {
+					name = o
+				}
+				if p, ok := m.Params[name]; ok && len(p.Shape) > 0 {
+					set(name, RoleBias)
+				}
+			}
+		}
+	}
+	for i := range m.Infos {
+		r, ok := roles[m.Infos[i].Name]
+		if !ok {
+			r = RoleConstant
+		}
+		m.Infos[i].Role = r
+		m.Infos[i].Trainable = r != RoleConstant && r != RoleRunningMean && r != RoleRunningVar
+	}
+}
+
+// layoutOps are the operators that change only the layout of their first input.
+var layoutOps = map[string]bool{"Transpose": true, "Reshape": true, "Identity": true, "Flatten": true, "Squeeze": true, "Unsqueeze": true}
+
+// Trainable returns the names of the trainable parameters, in file order.
+func (m *Model) Trainable() []string {
+	var out []string
+	for _, in := range m.Infos {
+		if in.Trainable {
+			out = append(out, in.Name)
+		}
+	}
+	return out
+}
+
+// Info returns the description of the named float32 initializer.
+func (m *Model) Info(name string) (ParamInfo, bool) {
+	for _, in := range m.Infos {
+		if in.Name == name {
+			return in, true
+		}
+	}
+	return ParamInfo{}, false
+}
+
+// ParamCount returns the number of elements in the trainable parameters.
+func (m *Model) ParamCount() int {
+	n := 0
+	for _, name := range m.Trainable() {
+		n += len(m.Params[name].Data)
+	}
+	return n
+}
+
+// OpCounts returns how many nodes of each operator type the model has.
+func (m *Model) OpCounts() map[string]int {
+	out := map[string]int{}
+	for _, n := range m.Nodes {
+		out[n.Op]++
+	}
+	return out
+}
+
+// SameArchitecture reports whether b has the architecture of a: the same operators with the same
+// attributes wired the same way, and the same float32 initializers with the same shapes. The error
+// names the first difference.
+func SameArchitecture(a, b *Model) error {
+	if len(a.Nodes) != len(b.Nodes) {
+		return fmt.Errorf("graph: %s has %d nodes, %s has %d", a.Path, len(a.Nodes), b.Path, len(b.Nodes))
+	}
+	for i, na := range a.Nodes {
+		nb := b.Nodes[i]
+		if na.Op != nb.Op || !slices.Equal(na.Inputs, nb.Inputs) || !slices.Equal(na.Outputs, nb.Outputs) {
+			return fmt.Errorf("graph: node %d differs: %s has %q (%s) reading %v, %s has %q (%s) reading %v",
+				i, a.Path, na.Name, na.Op, na.Inputs, b.Path, nb.Name, nb.Op, nb.Inputs)
+		}
+		if fa, fb := fmt.Sprint(sortedAttrs(na.Attrs)), fmt.Sprint(sortedAttrs(nb.Attrs)); fa != fb {
+			return fmt.Errorf("graph: node %q (%s) has attributes %s in %s and %s in %s", na.Name, na.Op, fa, a.Path, fb, b.Path)
+		}
+	}
+	if len(a.Infos) != len(b.Infos) {
+		return fmt.Errorf("graph: %s has %d float parameters, %s has %d", a.Path, len(a.Infos), b.Path, len(b.Infos))
+	}
+	for i, pa := range a.Infos {
+		pb := b.Infos[i]
+		if pa.Name != pb.Name || !slices.Equal(pa.Shape, pb.Shape) {
+			return fmt.Errorf("graph: parameter %q %v in %s differs from %q %v in %s", pa.Name, pa.Shape, a.Path, pb.Name, pb.Shape, b.Path)
+		}
+	}
+	return nil
+}
+
+// sortedAttrs renders attributes in name order, tensors by shape and values, for comparison.
+func sortedAttrs(attrs map[string]interface{}) []string {
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		v := attrs[k]
+		if t, ok := v.(tensor.Tensor); ok {
+			v = fmt.Sprint(t.Shape(), t.Data())
+		}
+		out[i] = fmt.Sprintf("%s=%v", k, v)
+	}
+	return out
+}

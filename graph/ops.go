@@ -1,0 +1,754 @@
+package graph
+
+import (
+	"fmt"
+	"slices"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// attrInt returns an integer attribute, or def when absent.
+func (n *Node) attrInt(name string, def int64) int64 {
+	if v, ok := n.Attrs[name].(int64); ok {
+		return v
+	}
+	return def
+}
+
+// attrFloat returns a float attribute, or def when absent.
+func (n *Node) attrFloat(name string, def float64) float64 {
+	if v, ok := n.Attrs[name].(float32); ok {
+		return float64(v)
+	}
+	return def
+}
+
+// attrInts returns an integer-list attribute, or nil when absent.
+func (n *Node) attrInts(name string) []int {
+	v, ok := n.Attrs[name].([]int64)
+	if !ok {
+		return nil
+	}
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// attrString returns a string attribute, or def when absent.
+func (n *Node) attrString(name, def string) string {
+	if v, ok := n.Attrs[name].(string); ok {
+		return v
+	}
+	return def
+}
+
+// normAxis maps a possibly negative axis into [0, rank).
+func normAxis(axis, rank int) (int, error) {
+	if axis < 0 {
+		axis += rank
+	}
+	if axis < 0 || axis >= rank {
+		return 0, fmt.Errorf("axis %d out of range for rank %d", axis, rank)
+	}
+	return axis, nil
+}
+
+func (b *builder) constant(n *Node) error {
+	var k *konst
+	switch {
+	case n.Attrs["value"] != nil:
+		t, ok := n.Attrs["value"].(tensor.Tensor)
+		if !ok {
+			return fmt.Errorf("value attribute is %T, want a tensor", n.Attrs["value"])
+		}
+		var err error
+		if k, err = konstFromTensor(t); err != nil {
+			return err
+		}
+	case n.Attrs["value_float"] != nil:
+		k = &konst{floats: []float32{float32(n.attrFloat("value_float", 0))}}
+	case n.Attrs["value_int"] != nil:
+		k = &konst{ints: []int64{n.attrInt("value_int", 0)}}
+	case n.Attrs["value_ints"] != nil:
+		v := n.Attrs["value_ints"].([]int64)
+		k = &konst{shape: []int{len(v)}, ints: append([]int64{}, v...)}
+	case n.Attrs["value_floats"] != nil:
+		v, _ := n.Attrs["value_floats"].([]float32)
+		k = &konst{shape: []int{len(v)}, floats: append([]float32{}, v...)}
+	default:
+		return fmt.Errorf("constant without a supported value attribute: %w", ErrUnsupported)
+	}
+	b.set(n, value{k: k})
+	return nil
+}
+
+func (b *builder) shapeOf(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	s := v.shape()
+	start, end := int(n.attrInt("start", 0)), int(n.attrInt("end", int64(len(s))))
+	clamp := func(i int) int {
+		if i < 0 {
+			i += len(s)
+		}
+		return min(max(i, 0), len(s))
+	}
+	start, end = clamp(start), clamp(end)
+	k := &konst{shape: []int{max(end-start, 0)}, ints: []int64{}}
+	for _, d := range s[start:max(end, start)] {
+		k.ints = append(k.ints, int64(d))
+	}
+	b.set(n, value{k: k})
+	return nil
+}
+
+func (b *builder) gather(n *Node) error {
+	data, err := b.known(n, 0)
+	if err != nil {
+		return err
+	}
+	idx, err := b.known(n, 1)
+	if err != nil {
+		return err
+	}
+	if len(data.shape) == 0 {
+		return fmt.Errorf("gather from a scalar")
+	}
+	axis, err := normAxis(int(n.attrInt("axis", 0)), len(data.shape))
+	if err != nil {
+		return err
+	}
+	outer, dim := 1, data.shape[axis]
+	for _, d := range data.shape[:axis] {
+		outer *= d
+	}
+	inner := 1
+	for _, d := range data.shape[axis+1:] {
+		inner *= d
+	}
+	var flat []int
+	for o := 0; o < outer; o++ {
+		for _, j := range idx.asInts() {
+			if j < 0 {
+				j += int64(dim)
+			}
+			if j < 0 || j >= int64(dim) {
+				return fmt.Errorf("gather index %d out of range [0, %d)", j, dim)
+			}
+			for in := 0; in < inner; in++ {
+				flat = append(flat, (o*dim+int(j))*inner+in)
+			}
+		}
+	}
+	shape := append(append(append([]int{}, data.shape[:axis]...), idx.shape...), data.shape[axis+1:]...)
+	b.set(n, value{k: data.gather(flat, shape)})
+	return nil
+}
+
+// reshape handles Reshape, Flatten, Squeeze and Unsqueeze: all keep the data and change the shape.
+func (b *builder) reshape(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	in := v.shape()
+	var out []int
+	switch n.Op {
+	case "Reshape":
+		target, err := b.known(n, 1)
+		if err != nil {
+			return err
+		}
+		if out, err = reshapeTarget(in, target.asInts(), n.attrInt("allowzero", 0) == 1); err != nil {
+			return err
+		}
+	case "Flatten":
+		axis := int(n.attrInt("axis", 1))
+		if axis < 0 {
+			axis += len(in)
+		}
+		if axis < 0 || axis > len(in) {
+			return fmt.Errorf("flatten axis %d out of range for rank %d", axis, len(in))
+		}
+		out = []int{prod(in[:axis]), prod(in[axis:])}
+	case "Unsqueeze", "Squeeze":
+		axes := n.attrInts("axes")
+		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
+			k, err := b.known(n, 1)
+			if err != nil {
+				return err
+			}
+			for _, a := range k.asInts() {
+				axes = append(axes, int(a))
+			}
+		}
+		if out, err = squeezeShape(in, axes, n.Op == "Unsqueeze"); err != nil {
+			return err
+		}
+	}
+	if prod(out) != prod(in) {
+		return fmt.Errorf("cannot reshape %v to %v", in, out)
+	}
+	if v.k != nil {
+		b.set(n, value{k: &konst{shape: out, ints: v.k.ints, floats: v.k.floats}})
+		return nil
+	}
+	if slices.Equal(in, out) {
+		b.set(n, v)
+		return nil
+	}
+	r, err := G.Reshape(v.node, tensor.Shape(out))
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: r})
+	return nil
+}
+
+func prod(s []int) int {
+	p := 1
+	for _, d := range s {
+		p *= d
+	}
+	return p
+}
+
+// reshapeTarget resolves an ONNX Reshape shape: 0 copies the input dimension (unless allowzero),
+// -1 is inferred.
+func reshapeTarget(in []int, target []int64, allowZero bool) ([]int, error) {
+	out := make([]int, len(target))
+	infer := -1
+	for i, t := range target {
+		switch {
+		case t == 0 && !allowZero:
+			if i >= len(in) {
+				return nil, fmt.Errorf("reshape target %v copies dimension %d of an input of rank %d", target, i, len(in))
+			}
+			out[i] = in[i]
+		case t == -1:
+			if infer >= 0 {
+				return nil, fmt.Errorf("reshape target %v has two -1", target)
+			}
+			infer = i
+		case t < 0:
+			return nil, fmt.Errorf("reshape target %v has a negative dimension", target)
+		default:
+			out[i] = int(t)
+		}
+	}
+	if infer >= 0 {
+		rest := 1
+		for i, d := range out {
+			if i != infer {
+				rest *= d
+			}
+		}
+		if rest == 0 || prod(in)%rest != 0 {
+			return nil, fmt.Errorf("cannot reshape %v to %v", in, target)
+		}
+		out[infer] = prod(in) / rest
+	}
+	return out, nil
+}
+
+// squeezeShape removes (or, for unsqueeze, inserts) size-1 axes.
+func squeezeShape(in, axes []int, unsqueeze bool) ([]int, error) {
+	if unsqueeze {
+		rank := len(in) + len(axes)
+		ins := make([]bool, rank)
+		for _, a := range axes {
+			a, err := normAxis(a, rank)
+			if err != nil {
+				return nil, err
+			}
+			ins[a] = true
+		}
+		out, j := make([]int, rank), 0
+		for i := range out {
+			if ins[i] {
+				out[i] = 1
+			} else {
+				out[i] = in[j]
+				j++
+			}
+		}
+		return out, nil
+	}
+	drop := make([]bool, len(in))
+	for _, a := range axes {
+		a, err := normAxis(a, len(in))
+		if err != nil {
+			return nil, err
+		}
+		if in[a] != 1 {
+			return nil, fmt.Errorf("cannot squeeze axis %d of size %d", a, in[a])
+		}
+		drop[a] = true
+	}
+	var out []int
+	for i, d := range in {
+		if (len(axes) == 0 && d == 1) || drop[i] {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (b *builder) concat(n *Node) error {
+	var vals []value
+	allKnown := true
+	for i := range n.Inputs {
+		v, err := b.need(n, i)
+		if err != nil {
+			return err
+		}
+		vals = append(vals, v)
+		allKnown = allKnown && v.k != nil
+	}
+	rank := len(vals[0].shape())
+	axis, err := normAxis(int(n.attrInt("axis", 0)), rank)
+	if err != nil {
+		return err
+	}
+	if !allKnown {
+		nodes := make(G.Nodes, len(vals))
+		for i, v := range vals {
+			if nodes[i], err = b.symbolic(v); err != nil {
+				return err
+			}
+		}
+		c, err := G.Concat(axis, nodes...)
+		if err != nil {
+			return err
+		}
+		b.set(n, value{node: c})
+		return nil
+	}
+	if axis != 0 || rank != 1 {
+		return fmt.Errorf("concatenation of constants of rank %d along axis %d: %w", rank, axis, ErrUnsupported)
+	}
+	out := &konst{shape: []int{0}}
+	for _, v := range vals {
+		if v.k.isInt() {
+			out.ints = append(out.ints, v.k.ints...)
+		} else {
+			out.floats = append(out.floats, v.k.floats...)
+		}
+		out.shape[0] += v.k.size()
+	}
+	if out.ints != nil && out.floats != nil {
+		return fmt.Errorf("concatenation of integer and float constants")
+	}
+	if out.ints == nil && out.floats == nil {
+		out.ints = []int64{}
+	}
+	b.set(n, value{k: out})
+	return nil
+}
+
+func (b *builder) cast(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	to := n.attrInt("to", 0)
+	const float, int64Type, int32Type = 1, 7, 6
+	switch {
+	case v.k != nil && (to == int64Type || to == int32Type):
+		b.set(n, value{k: &konst{shape: v.k.shape, ints: v.k.asInts()}})
+	case v.k != nil && to == float:
+		b.set(n, value{k: &konst{shape: v.k.shape, floats: append([]float32{}, v.k.asFloats()...)}})
+	case v.node != nil && to == float:
+		b.set(n, v)
+	default:
+		return fmt.Errorf("cast to type %d: %w", to, ErrUnsupported)
+	}
+	return nil
+}
+
+func (b *builder) transpose(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	perm := n.attrInts("perm")
+	if perm == nil {
+		for i := x.Shape().Dims() - 1; i >= 0; i-- {
+			perm = append(perm, i)
+		}
+	}
+	t, err := G.Transpose(x, perm...)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: t})
+	return nil
+}
+
+// gemm is Y = alpha * A' B' + beta * C with A' = A or A^T, B' = B or B^T.
+func (b *builder) gemm(n *Node) error {
+	a, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	w, err := b.sym(n, 1)
+	if err != nil {
+		return err
+	}
+	if n.attrInt("transA", 0) == 1 {
+		if a, err = G.Transpose(a); err != nil {
+			return err
+		}
+	}
+	if n.attrInt("transB", 0) == 1 {
+		if w, err = G.Transpose(w); err != nil {
+			return err
+		}
+	}
+	y, err := G.Mul(a, w)
+	if err != nil {
+		return err
+	}
+	if alpha := n.attrFloat("alpha", 1); alpha != 1 {
+		if y, err = G.Mul(G.NewConstant(float32(alpha)), y); err != nil {
+			return err
+		}
+	}
+	c, ok, err := b.input(n, 2)
+	if err != nil {
+		return err
+	}
+	if ok {
+		cn, err := b.symbolic(c)
+		if err != nil {
+			return err
+		}
+		if beta := n.attrFloat("beta", 1); beta != 1 {
+			if cn, err = G.Mul(G.NewConstant(float32(beta)), cn); err != nil {
+				return err
+			}
+		}
+		if y, err = applyKernel(&binaryOp{op: "Add"}, y, cn); err != nil {
+			return err
+		}
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+func (b *builder) matmul(n *Node) error {
+	a, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	w, err := b.sym(n, 1)
+	if err != nil {
+		return err
+	}
+	if a.Shape().Dims() != 2 || w.Shape().Dims() != 2 {
+		return fmt.Errorf("MatMul of shapes %v and %v: only 2-D operands are %w", a.Shape(), w.Shape(), ErrUnsupported)
+	}
+	y, err := G.Mul(a, w)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+func (b *builder) arith(n *Node) error {
+	x, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	y, err := b.need(n, 1)
+	if err != nil {
+		return err
+	}
+	if x.k != nil && y.k != nil {
+		k, err := konstArith(n.Op, x.k, y.k)
+		if err != nil {
+			return err
+		}
+		b.set(n, value{k: k})
+		return nil
+	}
+	xn, err := b.symbolic(x)
+	if err != nil {
+		return err
+	}
+	yn, err := b.symbolic(y)
+	if err != nil {
+		return err
+	}
+	if yn.IsScalar() && y.k != nil {
+		yn = G.NewConstant(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{y.k.asFloats()[0]})))
+	}
+	if xn.IsScalar() && x.k != nil {
+		xn = G.NewConstant(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{x.k.asFloats()[0]})))
+	}
+	out, err := applyKernel(&binaryOp{op: n.Op}, xn, yn)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: out})
+	return nil
+}
+
+// konstArith evaluates arithmetic on known values (shape computations): same shapes, or one
+// scalar operand.
+func konstArith(op string, x, y *konst) (*konst, error) {
+	if x.size() != y.size() && x.size() != 1 && y.size() != 1 {
+		return nil, fmt.Errorf("%s of constants of shapes %v and %v: %w", op, x.shape, y.shape, ErrUnsupported)
+	}
+	shape := x.shape
+	if x.size() < y.size() {
+		shape = y.shape
+	}
+	n := max(x.size(), y.size())
+	at := func(k *konst, i int) int { return min(i, k.size()-1) }
+	if x.isInt() && y.isInt() {
+		out := &konst{shape: shape, ints: make([]int64, n)}
+		for i := range out.ints {
+			a, c := x.ints[at(x, i)], y.ints[at(y, i)]
+			switch op {
+			case "Add":
+				out.ints[i] = a + c
+			case "Sub":
+				out.ints[i] = a - c
+			case "Mul":
+				out.ints[i] = a * c
+			case "Div":
+				if c == 0 {
+					return nil, fmt.Errorf("integer division by zero")
+				}
+				out.ints[i] = a / c
+			}
+		}
+		return out, nil
+	}
+	xf, yf := x.asFloats(), y.asFloats()
+	out := &konst{shape: shape, floats: make([]float32, n)}
+	for i := range out.floats {
+		a, c := xf[at(x, i)], yf[at(y, i)]
+		switch op {
+		case "Add":
+			out.floats[i] = a + c
+		case "Sub":
+			out.floats[i] = a - c
+		case "Mul":
+			out.floats[i] = a * c
+		case "Div":
+			out.floats[i] = a / c
+		}
+	}
+	return out, nil
+}
+
+func (b *builder) activation(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	var y *G.Node
+	switch n.Op {
+	case "Relu":
+		y, err = G.Rectify(x)
+	case "LeakyRelu":
+		y, err = G.LeakyRelu(x, n.attrFloat("alpha", 0.01))
+	case "Sigmoid":
+		y, err = G.Sigmoid(x)
+	case "Tanh":
+		y, err = G.Tanh(x)
+	}
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+func (b *builder) softmax(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	rank := x.Shape().Dims()
+	def := int64(-1)
+	if b.m.Opset < 13 {
+		def = 1
+	}
+	axis, err := normAxis(int(n.attrInt("axis", def)), rank)
+	if err != nil {
+		return err
+	}
+	if axis != rank-1 {
+		return fmt.Errorf("%s over axis %d of a rank-%d tensor: only the last axis is %w", n.Op, axis, rank, ErrUnsupported)
+	}
+	y, err := applyKernel(&softmax{log: n.Op == "LogSoftmax"}, x)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+// pads2D reads the ONNX pads of a 2-D window operator as top, left, bottom, right, resolving
+// auto_pad.
+func pads2D(n *Node, in []int, kernel, strides, dilations []int) ([4]int, error) {
+	var p [4]int
+	switch mode := n.attrString("auto_pad", "NOTSET"); mode {
+	case "NOTSET", "":
+		pads := n.attrInts("pads")
+		if pads == nil {
+			return p, nil
+		}
+		if len(pads) != 4 {
+			return p, fmt.Errorf("pads %v: want 4 values for a 2-D window", pads)
+		}
+		return [4]int{pads[0], pads[1], pads[2], pads[3]}, nil
+	case "VALID":
+		return p, nil
+	case "SAME_UPPER", "SAME_LOWER":
+		for i := 0; i < 2; i++ {
+			out := (in[i] + strides[i] - 1) / strides[i]
+			total := max((out-1)*strides[i]+(kernel[i]-1)*dilations[i]+1-in[i], 0)
+			small, big := total/2, total-total/2
+			if mode == "SAME_UPPER" {
+				p[i], p[i+2] = small, big
+			} else {
+				p[i], p[i+2] = big, small
+			}
+		}
+		return p, nil
+	default:
+		return p, fmt.Errorf("auto_pad %q is not an ONNX mode", mode)
+	}
+}
+
+func ints2(v []int, def int) []int {
+	if v == nil {
+		return []int{def, def}
+	}
+	return v
+}
+
+func (b *builder) conv(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	w, err := b.sym(n, 1)
+	if err != nil {
+		return err
+	}
+	if x.Shape().Dims() != 4 || w.Shape().Dims() != 4 {
+		return fmt.Errorf("Conv of input %v with weight %v: only 2-D convolutions are %w", x.Shape(), w.Shape(), ErrUnsupported)
+	}
+	if g := n.attrInt("group", 1); g != 1 {
+		return fmt.Errorf("grouped convolution (group=%d) is %w", g, ErrUnsupported)
+	}
+	kernel := []int{w.Shape()[2], w.Shape()[3]}
+	strides, dilations := ints2(n.attrInts("strides"), 1), ints2(n.attrInts("dilations"), 1)
+	pads, err := pads2D(n, x.Shape()[2:], kernel, strides, dilations)
+	if err != nil {
+		return err
+	}
+	if pads[0] != pads[2] || pads[1] != pads[3] {
+		return fmt.Errorf("asymmetric convolution padding %v is %w", pads, ErrUnsupported)
+	}
+	y, err := G.Conv2d(x, w, tensor.Shape(kernel), []int{pads[0], pads[1]}, strides, dilations)
+	if err != nil {
+		return err
+	}
+	bias, ok, err := b.input(n, 2)
+	if err != nil {
+		return err
+	}
+	if ok {
+		bn, err := b.symbolic(bias)
+		if err != nil {
+			return err
+		}
+		c := bn.Shape().TotalSize()
+		if bn, err = G.Reshape(bn, tensor.Shape{1, c, 1, 1}); err != nil {
+			return err
+		}
+		if y, err = applyKernel(&binaryOp{op: "Add"}, y, bn); err != nil {
+			return err
+		}
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+func (b *builder) pool(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	if x.Shape().Dims() != 4 {
+		return fmt.Errorf("%s of a rank-%d input: only 2-D pooling is %w", n.Op, x.Shape().Dims(), ErrUnsupported)
+	}
+	k := &pool2D{max: n.Op == "MaxPool", global: n.Op == "GlobalAveragePool"}
+	if !k.global {
+		kernel := n.attrInts("kernel_shape")
+		if len(kernel) != 2 {
+			return fmt.Errorf("kernel_shape %v: want 2 values", kernel)
+		}
+		strides := ints2(n.attrInts("strides"), 1)
+		if d := n.attrInts("dilations"); d != nil && (d[0] != 1 || d[1] != 1) {
+			return fmt.Errorf("dilated pooling is %w", ErrUnsupported)
+		}
+		if n.attrInt("ceil_mode", 0) != 0 {
+			return fmt.Errorf("ceil_mode=1 is %w", ErrUnsupported)
+		}
+		if len(n.Outputs) > 1 && n.Outputs[1] != "" && b.m.isRead(n.Outputs[1]) {
+			return fmt.Errorf("the MaxPool indices output is %w", ErrUnsupported)
+		}
+		pads, err := pads2D(n, x.Shape()[2:], kernel, strides, []int{1, 1})
+		if err != nil {
+			return err
+		}
+		k.kh, k.kw, k.sh, k.sw = kernel[0], kernel[1], strides[0], strides[1]
+		k.top, k.left, k.bottom, k.right = pads[0], pads[1], pads[2], pads[3]
+		k.countPad = n.attrInt("count_include_pad", 0) == 1
+	}
+	y, err := applyKernel(k, x)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+func (b *builder) batchNorm(n *Node) error {
+	if len(n.Inputs) < 5 {
+		return fmt.Errorf("BatchNormalization needs 5 inputs, has %d", len(n.Inputs))
+	}
+	// In training mode the running statistics are not read, so they do not become graph inputs.
+	args := make([]*G.Node, 3, 5)
+	if !b.training {
+		args = args[:5]
+	}
+	for i := range args {
+		var err error
+		if args[i], err = b.sym(n, i); err != nil {
+			return err
+		}
+	}
+	k := &batchNorm{epsilon: n.attrFloat("epsilon", 1e-5), training: b.training}
+	y, err := applyKernel(k, args...)
+	if err != nil {
+		return err
+	}
+	b.norms = append(b.norms, normRef{k: k, mean: n.Inputs[3], variance: n.Inputs[4]})
+	b.set(n, value{node: y})
+	return nil
+}

@@ -1,0 +1,132 @@
+package graph
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+)
+
+// Encode returns the model's ONNX encoding with the float32 initializers named in params
+// replaced (nil params: the model as read) (the others keep their values). Everything else (opset, metadata, names, nodes, the
+// other initializers, fields of newer ONNX versions) is written back as it was read. Initializers
+// that were stored as external data are inlined; use Save to keep them external.
+func (m *Model) Encode(params align.Params) ([]byte, error) {
+	pb, err := m.withParams(params)
+	if err != nil {
+		return nil, err
+	}
+	return marshal(pb)
+}
+
+// withParams returns a copy of the model's message with parameter data replaced.
+func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
+	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
+	for _, t := range pb.Graph.Initializer {
+		v, ok := params[t.GetName()]
+		if !ok {
+			continue
+		}
+		info, isFloat := m.Info(t.GetName())
+		if !isFloat {
+			return nil, fmt.Errorf("graph: %s: initializer %q is not a float32 parameter", m.Path, t.GetName())
+		}
+		if !slices.Equal(v.Shape, info.Shape) || len(v.Data) != prod(info.Shape) {
+			return nil, fmt.Errorf("graph: %s: parameter %q gets shape %v with %d values, the model has %v", m.Path, t.GetName(), v.Shape, len(v.Data), info.Shape)
+		}
+		setFloats(t, v.Data)
+	}
+	return pb, nil
+}
+
+func marshal(pb *onnxpb.ModelProto) ([]byte, error) {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb)
+	if err != nil {
+		return nil, fmt.Errorf("graph: encoding: %w", err)
+	}
+	return data, nil
+}
+
+// Save writes the model with the given parameters to path, atomically (a temporary file in the
+// same folder, then a rename). Initializers that the source file stored as external data are
+// written the same way, into a file named after path with the suffix ".data", next to it.
+func (m *Model) Save(path string, params align.Params) error {
+	pb, err := m.withParams(params)
+	if err != nil {
+		return err
+	}
+	if len(m.external) > 0 {
+		if err := m.externalize(pb, path); err != nil {
+			return err
+		}
+	}
+	data, err := marshal(pb)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, data)
+}
+
+// externalize moves the data of the initializers that were external in the source into
+// path+".data", in file order, and points the tensors at it.
+func (m *Model) externalize(pb *onnxpb.ModelProto, path string) error {
+	location := filepath.Base(path) + ".data"
+	var blob []byte
+	for _, t := range pb.Graph.Initializer {
+		if _, ok := m.external[t.GetName()]; !ok {
+			continue
+		}
+		raw := t.RawData
+		if raw == nil { // typed fields: re-encode as little-endian bytes, as ONNX external data is
+			raw = make([]byte, 4*len(t.FloatData))
+			for i, f := range t.FloatData {
+				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
+			}
+		}
+		offset := len(blob)
+		blob = append(blob, raw...)
+		t.RawData, t.FloatData = nil, nil
+		t.DataLocation = onnxpb.TensorProto_EXTERNAL.Enum()
+		t.ExternalData = []*onnxpb.StringStringEntryProto{
+			{Key: proto.String("location"), Value: proto.String(location)},
+			{Key: proto.String("offset"), Value: proto.String(strconv.Itoa(offset))},
+			{Key: proto.String("length"), Value: proto.String(strconv.Itoa(len(raw)))},
+		}
+	}
+	return WriteFileAtomic(filepath.Join(filepath.Dir(path), location), blob)
+}
+
+// WriteFileAtomic writes data to path through a temporary file in the same folder and a rename,
+// so that path holds either its old content or the new one, never a part.
+func WriteFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("graph: %w", err)
+	}
+	tmp := f.Name()
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("graph: writing %s: %w", path, err)
+	}
+	return nil
+}
