@@ -25,10 +25,14 @@ type Report struct {
 	Inputs   []InputFile   `json:"inputs"`
 	Settings Settings      `json:"settings"`
 	Groups   []GroupReport `json:"groups"`
-	Steps    []StepReport  `json:"steps"`
-	BestStep int           `json:"best_step"`
-	Files    []string      `json:"files"`
-	Seconds  float64       `json:"seconds"`
+	// Unpermuted are the parameter axes no group permutes, with the reason; DroppedGroups the
+	// groups that failed the self-check (permuting them changed the outputs).
+	Unpermuted    []graph.Unpermuted `json:"unpermuted"`
+	DroppedGroups []graph.Dropped    `json:"dropped_groups"`
+	Steps         []StepReport       `json:"steps"`
+	BestStep      int                `json:"best_step"`
+	Files         []string           `json:"files"`
+	Seconds       float64            `json:"seconds"`
 }
 
 // InputFile names an input file with its SHA-256, so that a report says exactly what it was

@@ -63,6 +63,10 @@ type Result struct {
 	// Spec is the permutation symmetry the transfer used, Perms the permutation of every step.
 	Spec  align.Spec
 	Perms []align.Perm
+	// Unpermuted lists the parameter axes no group permutes; Dropped the groups the self-check
+	// rejected.
+	Unpermuted []graph.Unpermuted
+	Dropped    []graph.Dropped
 }
 
 // point is a position on the source trajectory: checkpoint segment and coefficient within it.
@@ -104,7 +108,12 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if err != nil {
 		return nil, err
 	}
-	spec, _, err := graph.Symmetries(init)
+	spec, unpermuted, err := graph.Symmetries(init)
+	if err != nil {
+		return nil, err
+	}
+	// A group whose permutation changes the model's outputs would be silently wrong: drop it.
+	spec, dropped, err := graph.VerifySymmetries(init, spec, opt.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +143,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Spec: spec}
+	res := &Result{Spec: spec, Unpermuted: unpermuted, Dropped: dropped}
 	pi := align.Identity(spec)
 	for k := range t.points {
 		var stats matchStats

@@ -103,7 +103,7 @@ func TestTensorSizeMismatchIsRefused(t *testing.T) {
 func TestUnsupportedOperatorNamesNodeAndOperator(t *testing.T) {
 	m, err := tinyMLP(t, "Elu").Model()
 	must(t, err) // the model loads (inspect can show it); running it fails
-	if s := m.Summarize(); !slices.Equal(s.Unsupported, []string{"Elu"}) {
+	if s := m.Summarize(align.Spec{}, nil); !slices.Equal(s.Unsupported, []string{"Elu"}) {
 		t.Errorf("summary lists unsupported %v", s.Unsupported)
 	}
 	_, err = NewSession(m, 2)

@@ -1,6 +1,10 @@
 package graph
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/ltransfer/ltransfer/align"
+)
 
 // Summary describes a model for people and programs (`ltransfer inspect`).
 type Summary struct {
@@ -12,6 +16,25 @@ type Summary struct {
 	Params      []ParamSummary `json:"params"`
 	ParamCount  int            `json:"param_count"`
 	Unsupported []string       `json:"unsupported,omitempty"`
+	// Groups and Unpermuted describe the permutation symmetries (see Symmetries); Dropped lists
+	// the groups a verification rejected.
+	Groups     []GroupSummary `json:"groups"`
+	Unpermuted []Unpermuted   `json:"unpermuted"`
+	Dropped    []Dropped      `json:"dropped,omitempty"`
+}
+
+// GroupSummary is one permutation group.
+type GroupSummary struct {
+	Name    string          `json:"name"`
+	Size    int             `json:"size"`
+	Members []MemberSummary `json:"members"`
+}
+
+// MemberSummary is one parameter axis of a group; Block units move together.
+type MemberSummary struct {
+	Param string `json:"param"`
+	Axis  int    `json:"axis"`
+	Block int    `json:"block"`
 }
 
 // ValueSummary is a graph input or output; symbolic dimensions are -1.
@@ -30,8 +53,9 @@ type ParamSummary struct {
 }
 
 // Summarize describes the model: opset, data input and output, operator counts, parameters and
-// the total number of trainable values, and the operators the engine cannot run, if any.
-func (m *Model) Summarize() Summary {
+// the total number of trainable values, the operators the engine cannot run, if any, and the
+// permutation groups of spec with the unpermuted axes.
+func (m *Model) Summarize(spec align.Spec, unpermuted []Unpermuted) Summary {
 	s := Summary{
 		Path:       m.Path,
 		Opset:      m.Opset,
@@ -49,5 +73,13 @@ func (m *Model) Summarize() Summary {
 		}
 	}
 	slices.Sort(s.Unsupported)
+	for _, g := range spec.Groups {
+		gs := GroupSummary{Name: g.Name, Size: g.Size}
+		for _, mb := range g.Members {
+			gs.Members = append(gs.Members, MemberSummary{Param: mb.Param, Axis: mb.Axis, Block: mb.Block})
+		}
+		s.Groups = append(s.Groups, gs)
+	}
+	s.Unpermuted = unpermuted
 	return s
 }

@@ -133,3 +133,49 @@ func TestPermutingBySpecKeepsOutputs(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyDropsABrokenGroup checks the self-check: a group that permutes a layer's outputs
+// without the next layer's inputs changes the model, and is dropped; the derived group is kept.
+func TestVerifyDropsABrokenGroup(t *testing.T) {
+	m, err := Load(testdataPath("mlp", "seed1", "ckpt_005.onnx"))
+	must(t, err)
+	spec, _, err := Symmetries(m)
+	must(t, err)
+	kept, dropped, err := VerifySymmetries(m, spec, 1)
+	must(t, err)
+	if len(kept.Groups) != 1 || len(dropped) != 0 {
+		t.Errorf("the derived spec: kept %d groups, dropped %v", len(kept.Groups), dropped)
+	}
+	broken := align.Group{Name: "broken", Size: 256, Members: []align.Member{{Param: "fc1.weight", Axis: 0, Block: 1}, {Param: "fc1.bias", Axis: 0, Block: 1}}}
+	kept, dropped, err = VerifySymmetries(m, align.Spec{Groups: []align.Group{broken}}, 1)
+	must(t, err)
+	if len(kept.Groups) != 0 || len(dropped) != 1 || dropped[0].Group != "broken" || dropped[0].MaxDiff <= 0 {
+		t.Errorf("a broken group: kept %v, dropped %v", kept.Groups, dropped)
+	}
+}
+
+// TestMatcherRecoversAPermutedFixture permutes each trained fixture by a random permutation of
+// its derived spec and matches the copy back to the original by weights: the matcher must find
+// exactly that permutation.
+func TestMatcherRecoversAPermutedFixture(t *testing.T) {
+	for _, fx := range fixtures {
+		t.Run(fx.name, func(t *testing.T) {
+			m, err := Load(testdataPath(fx.model))
+			must(t, err)
+			spec, _, err := Symmetries(m)
+			must(t, err)
+			perm := align.Random(spec, rand.New(rand.NewPCG(11, 13)))
+			permuted, err := perm.Apply(spec, m.Params)
+			must(t, err)
+			matcher := align.NewMatcher(spec, align.MatcherOptions{Seed: 1})
+			must(t, matcher.Add(1, permuted, m.Params))
+			got, res, err := matcher.Solve(nil)
+			must(t, err)
+			for g := range spec.Groups {
+				if !slices.Equal(got[g], perm[g]) {
+					t.Errorf("group %q not recovered (objective %g)", spec.Groups[g].Name, res.Objective)
+				}
+			}
+		})
+	}
+}

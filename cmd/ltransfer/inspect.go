@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
 )
 
@@ -20,6 +21,8 @@ func inspectCommand() *cli.Command {
 		ArgsUsage: "MODEL.onnx",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print the description as JSON"},
+			&cli.BoolFlag{Name: "verify", Usage: "check every permutation group on the model itself and drop the ones that change its outputs"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the --verify permutations and inputs"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -29,7 +32,21 @@ func inspectCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			s := m.Summarize()
+			var spec align.Spec
+			var unpermuted []graph.Unpermuted
+			var dropped []graph.Dropped
+			if m.CheckSupported() == nil {
+				if spec, unpermuted, err = graph.Symmetries(m); err != nil {
+					return err
+				}
+				if c.Bool("verify") {
+					if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
+						return err
+					}
+				}
+			}
+			s := m.Summarize(spec, unpermuted)
+			s.Dropped = dropped
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -63,6 +80,27 @@ func printSummary(w io.Writer, s graph.Summary) error {
 	fmt.Fprintf(tw, "PARAMETER\tSHAPE\tCOUNT\tROLE\tTRAINABLE\n")
 	for _, p := range s.Params {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\n", p.Name, shapeString(p.Shape), p.Count, p.Role, p.Trainable)
+	}
+	fmt.Fprintf(tw, "\nGROUP\tSIZE\tMEMBERS\n")
+	for _, g := range s.Groups {
+		var members []string
+		for _, mb := range g.Members {
+			m := fmt.Sprintf("%s/%d", mb.Param, mb.Axis)
+			if mb.Block > 1 {
+				m += fmt.Sprintf("(blocks of %d)", mb.Block)
+			}
+			members = append(members, m)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", g.Name, g.Size, strings.Join(members, " "))
+	}
+	for _, d := range s.Dropped {
+		fmt.Fprintf(tw, "dropped\t%s\tpermuting it changed the outputs by %.3g\n", d.Group, d.MaxDiff)
+	}
+	if len(s.Unpermuted) > 0 {
+		fmt.Fprintf(tw, "\nUNPERMUTED\tAXIS\tREASON\n")
+		for _, u := range s.Unpermuted {
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", u.Param, u.Axis, u.Reason)
+		}
 	}
 	return tw.Flush()
 }

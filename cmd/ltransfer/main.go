@@ -33,6 +33,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inspectCommand(),
 			transferCommand(),
 			evalCommand(),
+			permuteCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

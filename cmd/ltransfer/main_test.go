@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/graph"
 )
 
 func fixture(parts ...string) string {
@@ -69,5 +72,75 @@ func TestExitCodes(t *testing.T) {
 	code, _, stderr := runCLI("inspect", filepath.Join(t.TempDir(), "missing.onnx"))
 	if code != 1 || !strings.Contains(stderr, "missing.onnx") {
 		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestPermuteWritesAnEquivalentModel(t *testing.T) {
+	in := fixture("cnn", "seed1", "ckpt_002.onnx")
+	out := filepath.Join(t.TempDir(), "permuted.onnx")
+	if code, _, stderr := runCLI("permute", "--seed", "5", "-o", out, in); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	a, err := graph.Load(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := graph.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(a.Params["conv2.weight"].Data, b.Params["conv2.weight"].Data) {
+		t.Error("the permuted model has the same conv2 weights")
+	}
+	x := make([]float32, 4*28*28)
+	for i := range x {
+		x[i] = float32(i%29) / 29
+	}
+	var logits [2][]float32
+	for i, m := range []*graph.Model{a, b} {
+		s, err := graph.NewSession(m, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if logits[i], err = s.Logits(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range logits[0] {
+		if d := logits[0][i] - logits[1][i]; d > 1e-4 || d < -1e-4 {
+			t.Fatalf("logit %d differs by %g", i, d)
+		}
+	}
+	if code, _, _ := runCLI("permute", "-o", in, in); code != 2 {
+		t.Errorf("overwriting the input: exit %d, want 2", code)
+	}
+}
+
+func TestInspectJSONHasGroups(t *testing.T) {
+	code, out, stderr := runCLI("inspect", "--json", "--verify", fixture("mlp", "seed1", "ckpt_000.onnx"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var got struct {
+		Groups []struct {
+			Name    string `json:"name"`
+			Size    int    `json:"size"`
+			Members []struct {
+				Param string `json:"param"`
+				Axis  int    `json:"axis"`
+				Block int    `json:"block"`
+			} `json:"members"`
+		} `json:"groups"`
+		Unpermuted []struct {
+			Param  string `json:"param"`
+			Axis   int    `json:"axis"`
+			Reason string `json:"reason"`
+		} `json:"unpermuted"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Groups) != 1 || got.Groups[0].Size != 256 || len(got.Groups[0].Members) != 3 || len(got.Unpermuted) == 0 {
+		t.Errorf("groups %+v, unpermuted %+v", got.Groups, got.Unpermuted)
 	}
 }
