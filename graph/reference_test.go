@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -35,6 +36,7 @@ type reference struct {
 	logits []float32
 	loss   float32
 	grads  map[string][]float32
+	all    map[string][]float32 // every float tensor of the file, by name
 }
 
 func loadReference(t *testing.T, name string) reference {
@@ -47,8 +49,11 @@ func loadReference(t *testing.T, name string) reference {
 	if err := proto.Unmarshal(data, &g); err != nil {
 		t.Fatal(err)
 	}
-	ref := reference{grads: map[string][]float32{}}
+	ref := reference{grads: map[string][]float32{}, all: map[string][]float32{}}
 	for _, tp := range g.Initializer {
+		if tp.GetDataType() == int32(onnxpb.TensorProto_FLOAT) {
+			ref.all[tp.GetName()] = floatsOf(tp)
+		}
 		switch n := tp.GetName(); {
 		case n == "input":
 			ref.input = floatsOf(tp)
@@ -130,4 +135,61 @@ func maxAbsDiff(a, b []float32) float64 {
 		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
 	}
 	return d
+}
+
+// TestNormStatsMatchPyTorch recomputes the BatchNorm running statistics of the cnn and resnet
+// fixtures over two batches of 16 reference images and compares them with PyTorch's, which
+// testdata/gen/make_bnstats_reference.py computed with momentum=None (the plain average of the
+// batch means and unbiased variances). The statistics are averages of a few thousand float32
+// products, so 1e-4 (absolute, or relative for large variances) is float32 noise with margin.
+func TestNormStatsMatchPyTorch(t *testing.T) {
+	for _, name := range []string{"cnn", "resnet"} {
+		t.Run(name, func(t *testing.T) {
+			var model string
+			for _, fx := range fixtures {
+				if fx.name == name {
+					model = fx.model
+				}
+			}
+			m, err := Load(testdataPath(model))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := loadReference(t, name)
+			want := loadReference(t, name+"-bnstats")
+			s, err := NewSession(m, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			half := len(ref.input) / 2
+			batches := [][]float32{ref.input[:half], ref.input[half:]}
+			got, err := s.NormStats(func() ([]float32, bool) {
+				if len(batches) == 0 {
+					return nil, false
+				}
+				b := batches[0]
+				batches = batches[1:]
+				return b, true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want.all) == 0 {
+				t.Fatal("no reference statistics")
+			}
+			for pname, w := range want.all {
+				g := got[pname].Data
+				for i := range w {
+					diff := math.Abs(float64(g[i] - w[i]))
+					if diff > 1e-4 && diff > 1e-4*math.Abs(float64(w[i])) {
+						t.Errorf("%s[%d] = %g, PyTorch %g", pname, i, g[i], w[i])
+						break
+					}
+				}
+				if slices.Equal(g, m.Params[pname].Data) {
+					t.Errorf("%s unchanged from the checkpoint", pname)
+				}
+			}
+		})
+	}
 }
