@@ -63,7 +63,7 @@ func (j Job) Run() (*Report, error) {
 	}
 	report := &Report{
 		Schema: ReportSchema, Method: j.Method, Steps: res.Steps, BestStep: res.Best,
-		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped,
+		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped, InitScore: res.InitScore,
 		Settings: Settings{Steps: j.Steps, Schedule: j.Schedule, Batch: j.Batch, GradBatches: j.GradBatches,
 			NormBatches: j.NormBatches, Seed: j.Seed, Data: j.Data, ValData: j.ValData},
 	}

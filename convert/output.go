@@ -29,10 +29,13 @@ type Report struct {
 	// groups that failed the self-check (permuting them changed the outputs).
 	Unpermuted    []graph.Unpermuted `json:"unpermuted"`
 	DroppedGroups []graph.Dropped    `json:"dropped_groups"`
-	Steps         []StepReport       `json:"steps"`
-	BestStep      int                `json:"best_step"`
-	Files         []string           `json:"files"`
-	Seconds       float64            `json:"seconds"`
+	// InitScore is the initialization evaluated as given, before the transfer; each step's gain
+	// is measured against it.
+	InitScore Score        `json:"init_score"`
+	Steps     []StepReport `json:"steps"`
+	BestStep  int          `json:"best_step"`
+	Files     []string     `json:"files"`
+	Seconds   float64      `json:"seconds"`
 }
 
 // InputFile names an input file with its SHA-256, so that a report says exactly what it was

@@ -45,6 +45,8 @@ type StepReport struct {
 	// checkpoint) to 1 (its last).
 	Position float64 `json:"position"`
 	Score
+	// Gain is the validation accuracy gained over the initialization itself.
+	Gain float64 `json:"gain"`
 	// Objective is the matching objective sum ||target - pi(source)||^2 at the chosen
 	// permutation (0 for methods that do not match).
 	Objective    float64 `json:"objective"`
@@ -60,6 +62,8 @@ type Result struct {
 	Steps []StepReport
 	// Best is the step with the highest validation accuracy.
 	Best int
+	// InitScore is the initialization evaluated as given, before any transfer.
+	InitScore Score
 	// Spec is the permutation symmetry the transfer used, Perms the permutation of every step.
 	Spec  align.Spec
 	Perms []align.Perm
@@ -144,6 +148,11 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 		return nil, err
 	}
 	res := &Result{Spec: spec, Unpermuted: unpermuted, Dropped: dropped}
+	// What the target was worth before the transfer (as given, statistics untouched): with a
+	// pre-trained --init this is the baseline the transfer's gain is measured against.
+	if res.InitScore, err = r.evaluate(init.Params, opt.Val, nil); err != nil {
+		return nil, err
+	}
 	pi := align.Identity(spec)
 	for k := range t.points {
 		var stats matchStats
@@ -156,6 +165,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 		if err != nil {
 			return nil, fmt.Errorf("convert: step %d: %w", k, err)
 		}
+		rep.Gain = rep.Accuracy - res.InitScore.Accuracy
 		res.Steps = append(res.Steps, rep)
 		res.Perms = append(res.Perms, pi)
 		if rep.Accuracy > res.Steps[res.Best].Accuracy {
