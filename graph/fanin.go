@@ -27,7 +27,7 @@ func (m *Model) FanIn(param string) (int, error) {
 	if _, ok := m.Params[param]; !ok {
 		return 0, m.fanInError(param, errors.New("no such float32 initializer"))
 	}
-	views := m.paramViews(param)
+	views, through := m.paramViews(param)
 	type found struct {
 		fanIn int
 		node  string
@@ -48,7 +48,10 @@ func (m *Model) FanIn(param string) (int, error) {
 			}
 		}
 	}
-	if len(got) == 0 {
+	switch {
+	case len(got) == 0 && through != nil:
+		return 0, m.fanInError(param, fmt.Errorf("%w: it flows through %s, which FanIn does not follow", ErrNoFanIn, nodeError(through, ErrUnsupported)))
+	case len(got) == 0:
 		return 0, m.fanInError(param, fmt.Errorf("%w: no Conv, Gemm or MatMul reads it as a weight or bias", ErrNoFanIn))
 	}
 	for _, g := range got[1:] {
@@ -67,9 +70,10 @@ func (m *Model) fanInError(param string, err error) error {
 }
 
 // paramViews returns the shapes under which operators read the parameter: its own name, and the
-// outputs of the Identity and Transpose nodes it flows through.
-func (m *Model) paramViews(param string) map[string][]int {
-	views := map[string][]int{param: m.Params[param].Shape}
+// outputs of the Identity and Transpose nodes it flows through. through is the first other
+// layout operator (Reshape, Flatten, ...) that reads it, whose output FanIn does not follow.
+func (m *Model) paramViews(param string) (views map[string][]int, through *Node) {
+	views = map[string][]int{param: m.Params[param].Shape}
 	for _, n := range m.Nodes {
 		if len(n.Inputs) == 0 || len(n.Outputs) == 0 {
 			continue
@@ -77,10 +81,12 @@ func (m *Model) paramViews(param string) map[string][]int {
 		if shape, ok := views[n.Inputs[0]]; ok {
 			if out, ok := viewThrough(n, shape); ok {
 				views[n.Outputs[0]] = out
+			} else if layoutOps[n.Op] && through == nil {
+				through = n
 			}
 		}
 	}
-	return views
+	return views, through
 }
 
 // viewThrough returns the shape of the output of an Identity or Transpose node whose input has

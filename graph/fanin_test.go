@@ -3,6 +3,7 @@ package graph
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -87,7 +88,8 @@ func TestFanInBoundsPyTorchInit(t *testing.T) {
 
 // TestFanInLayouts covers layouts the fixtures lack: Gemm with transB=0 ([in, out]), a plain
 // MatMul weight ([in, out]) with its bias added by Add, a weight read through Identity and a
-// default Transpose, a grouped convolution, and a weight two layers disagree about.
+// default Transpose, a grouped convolution, a weight two layers disagree about, and one read
+// through Flatten, which FanIn does not follow.
 func TestFanInLayouts(t *testing.T) {
 	zeros := func(shape ...int) *align.Tensor {
 		return &align.Tensor{Shape: shape, Data: make([]float32, prod(shape))}
@@ -101,6 +103,7 @@ func TestFanInLayouts(t *testing.T) {
 	b.Initializer("mm.bias", zeros(5))
 	b.Initializer("t.weight", zeros(3, 5)) // [out, in], read through Identity and Transpose
 	b.Initializer("shared", zeros(3, 5))
+	b.Initializer("flat.weight", zeros(3, 1, 5))
 	for _, err := range []error{
 		b.Node("Conv", "conv", []string{"x", "conv.weight"}, []string{"c"}, Attr{"group", int64(2)}, Attr{"kernel_shape", []int64{3, 3}}),
 		b.Node("Flatten", "flat", []string{"c"}, []string{"f"}),
@@ -112,6 +115,8 @@ func TestFanInLayouts(t *testing.T) {
 		b.Node("MatMul", "last", []string{"hb", "twt"}, []string{"y"}),
 		b.Node("Gemm", "shared1", []string{"hb", "shared"}, []string{"s1"}, Attr{"transB", int64(1)}),
 		b.Node("MatMul", "shared2", []string{"s1", "shared"}, []string{"s2"}),
+		b.Node("Flatten", "fw", []string{"flat.weight"}, []string{"fwf"}),
+		b.Node("Gemm", "flat", []string{"hb", "fwf"}, []string{"s3"}, Attr{"transB", int64(1)}),
 	} {
 		must(t, err)
 	}
@@ -126,5 +131,8 @@ func TestFanInLayouts(t *testing.T) {
 		t.Errorf("FanIn of a weight read as [out, in] and as [in, out] = %d, want an error", got)
 	} else {
 		t.Log(err)
+	}
+	if _, err := m.FanIn("flat.weight"); !errors.Is(err, ErrNoFanIn) || !strings.Contains(err.Error(), `node "fw" (Flatten)`) {
+		t.Errorf("FanIn of a weight read through Flatten: %v, want ErrNoFanIn naming the Flatten", err)
 	}
 }

@@ -33,6 +33,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inspectCommand(),
 			transferCommand(),
 			evalCommand(),
+			initCommand(),
 			permuteCommand(),
 		},
 		Action: func(c *cli.Context) error {
