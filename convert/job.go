@@ -51,7 +51,12 @@ func (j Job) Run() (*Report, error) {
 	if err := PrepareDir(j.Out, append(slices.Clone(src.Paths), j.Init)...); err != nil {
 		return nil, err
 	}
-	w := &Writer{Dir: j.Out, Model: init, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"]}
+	// Written files evaluate in inference mode in any ONNX runtime, as ltransfer evaluates them.
+	out, err := init.InferenceCopy()
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{Dir: j.Out, Model: out, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"]}
 	res, err := Transfer(src, init, j.Options, func(r StepReport, p align.Params) error {
 		return w.Step(r.Step, r.Accuracy, p)
 	})

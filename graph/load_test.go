@@ -275,3 +275,37 @@ func TestSameArchitectureNamesTheDifference(t *testing.T) {
 		t.Errorf("error %v should name node act", err)
 	}
 }
+
+func TestInferenceCopyRunsBatchNormInInferenceMode(t *testing.T) {
+	m, err := Load(testdataPath("cnn", "seed1", "ckpt_002.onnx"))
+	must(t, err)
+	c, err := m.InferenceCopy()
+	must(t, err)
+	for _, n := range c.Nodes {
+		if n.Op == "BatchNormalization" && (len(n.Outputs) != 1 || n.attrInt("training_mode", 0) != 0) {
+			t.Errorf("node %q still in training mode: outputs %v, attrs %v", n.Name, n.Outputs, n.Attrs)
+		}
+	}
+	must(t, SameArchitecture(m, c))
+	ref := loadReference(t, "cnn")
+	var logits [2][]float32
+	for i, model := range []*Model{m, c} {
+		s, err := NewSession(model, len(ref.labels))
+		must(t, err)
+		logits[i], err = s.Logits(ref.input)
+		must(t, err)
+	}
+	if d := maxAbsDiff(logits[0], logits[1]); d != 0 {
+		t.Errorf("the inference copy computes other logits (max diff %g)", d)
+	}
+	out := filepath.Join(t.TempDir(), "inference.onnx")
+	must(t, c.Save(out, m.Params))
+	back, err := Load(out)
+	must(t, err)
+	must(t, SameArchitecture(m, back))
+	if mlp, err := Load(testdataPath("mlp", "seed1", "ckpt_000.onnx")); err != nil {
+		t.Fatal(err)
+	} else if c, err := mlp.InferenceCopy(); err != nil || c != mlp {
+		t.Errorf("a model without BatchNorm should come back unchanged: %v", err)
+	}
+}

@@ -364,11 +364,11 @@ func SameArchitecture(a, b *Model) error {
 	if len(a.Nodes) != len(b.Nodes) {
 		return fmt.Errorf("graph: %s has %d nodes, %s has %d", a.Path, len(a.Nodes), b.Path, len(b.Nodes))
 	}
-	for i, na := range a.Nodes {
-		nb := b.Nodes[i]
+	for i := range a.Nodes {
+		na, nb := a.Nodes[i].comparable(), b.Nodes[i].comparable()
 		if na.Op != nb.Op || !slices.Equal(na.Inputs, nb.Inputs) || !slices.Equal(na.Outputs, nb.Outputs) {
-			return fmt.Errorf("graph: node %d differs: %s has %q (%s) reading %v, %s has %q (%s) reading %v",
-				i, a.Path, na.Name, na.Op, na.Inputs, b.Path, nb.Name, nb.Op, nb.Inputs)
+			return fmt.Errorf("graph: node %d differs: %s has %q (%s) reading %v writing %v, %s has %q (%s) reading %v writing %v",
+				i, a.Path, na.Name, na.Op, na.Inputs, na.Outputs, b.Path, nb.Name, nb.Op, nb.Inputs, nb.Outputs)
 		}
 		if fa, fb := fmt.Sprint(sortedAttrs(na.Attrs)), fmt.Sprint(sortedAttrs(nb.Attrs)); fa != fb {
 			return fmt.Errorf("graph: node %q (%s) has attributes %s in %s and %s in %s", na.Name, na.Op, fa, a.Path, fb, b.Path)
@@ -384,6 +384,24 @@ func SameArchitecture(a, b *Model) error {
 		}
 	}
 	return nil
+}
+
+// comparable returns the node as architectures are compared: a BatchNormalization is the same
+// layer whether it was exported in training mode (with its running-statistics outputs) or in
+// inference mode, since ltransfer decides the mode itself.
+func (n *Node) comparable() *Node {
+	if n.Op != "BatchNormalization" {
+		return n
+	}
+	c := *n
+	c.Outputs = n.Outputs[:min(1, len(n.Outputs))]
+	c.Attrs = map[string]interface{}{}
+	for k, v := range n.Attrs {
+		if k != "training_mode" {
+			c.Attrs[k] = v
+		}
+	}
+	return &c
 }
 
 // sortedAttrs renders attributes in name order, tensors by shape and values, for comparison.
