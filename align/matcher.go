@@ -170,11 +170,17 @@ func (m *Matcher) Len() int { return len(m.pairs) }
 var errNoPairs = errors.New("align: matcher: solve: no pairs added")
 
 // Solve runs coordinate descent over the groups, starting from warm (nil means the identity).
-// Each sweep visits the groups in a random order drawn from the seeded generator; for group g it
-// builds the Size x Size score matrix under the current permutations of the other groups (see
-// buildScore), solves one exact linear assignment (with a per-group Assigner warm-started from
-// the previous sweep) and adopts the new pi_g if it strictly increases the score, so the
-// objective never increases. A group none of whose neighbours (groups sharing a parameter) changed
+// Each sweep visits the groups in a random order drawn from the seeded generator. For group g it
+// builds the Size x Size score matrix
+//
+//	S[i][j] = sum_p w_p * sum_{members (param, axis, block) of g} <T_i, P_j>
+//
+// where T_i is the slab of target_p[param] at group element i of the member axis (block
+// positions i*block..i*block+block-1, all other axes included) and P_j the slab at element j of
+// source_p[param] with the current permutations of the other groups applied to its other axes.
+// It solves one exact linear assignment on S (a per-group Assigner warm-starts from the previous
+// sweep) and adopts the new pi_g if it strictly increases sum_i S[i][pi_g[i]], so the objective
+// never increases. A group none of whose neighbours (groups sharing a parameter) changed
 // since its last solve is skipped, since its optimum cannot have moved. Solve stops after a sweep
 // that changes nothing or lowers the objective by no more than Tol (relative), or after MaxSweeps.
 // warm is not modified. The result is deterministic for a given Seed and input.
@@ -230,9 +236,9 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 			n := m.spec.Groups[g].Size
 			s := score[:n*n]
 			m.buildScore(g, pi, s, &ws)
-			perm, total, err := assigners[g].SolveChecked(n, s)
-			if err != nil {
-				return nil, Result{}, fmt.Errorf("align: matcher: solve: %s: %w", m.spec.groupLabel(g), err)
+			perm, total, err := assigners[g].solve(n, s)
+			if err != nil { // only reachable through float64 overflow of huge weights or values
+				return nil, Result{}, fmt.Errorf("align: matcher: solve: %s: score matrix: %w", m.spec.groupLabel(g), err)
 			}
 			cur := 0.0
 			for i, j := range pi[g] {

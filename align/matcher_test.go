@@ -219,6 +219,17 @@ func TestMatcherErrors(t *testing.T) {
 		t.Fatalf("bad warm: %v", err)
 	}
 
+	// Scores that overflow float64 are reported, not solved.
+	big := Params{"v": {Shape: []int{2}, Data: []float32{3e38, 3e38}}}
+	mo := NewMatcher(Spec{Groups: []Group{{Name: "o", Size: 2, Members: []Member{{"v", 0, 1}}}}}, MatcherOptions{})
+	if err := mo.Add(1e300, big, big); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mo.Solve(nil); err == nil ||
+		!strings.Contains(err.Error(), `align: matcher: solve: group 0 ("o"): score matrix: score[0][0] = +Inf is not finite`) {
+		t.Fatalf("overflow: %v", err)
+	}
+
 	// A parameter with two axes in one group makes the subproblem quadratic: rejected.
 	sq := Spec{Groups: []Group{{Name: "r", Size: 3, Members: []Member{{"R", 0, 1}, {"R", 1, 1}}}}}
 	rp := Params{"R": randTensor(rng, 3, 3)}
