@@ -542,3 +542,91 @@ func (k *softmax) backward(_ int, _ [][]float32, shapes []tensor.Shape, out, dOu
 	}
 	return nil
 }
+
+// conv2D is a direct 2-D convolution with groups and explicit (possibly asymmetric) padding: the
+// path for grouped and depthwise convolutions, which Gorgonia's im2col convolution lacks. Input
+// N x C x H x W, weight M x C/groups x kh x kw, output N x M x OH x OW.
+type conv2D struct {
+	groups                   int
+	sh, sw, dh, dw           int
+	top, left, bottom, right int
+}
+
+func (k *conv2D) name() string {
+	return fmt.Sprintf("Conv(groups=%d, stride %dx%d)", k.groups, k.sh, k.sw)
+}
+
+func (k *conv2D) geometry(x, w tensor.Shape) (oh, ow int) {
+	oh = (x[2]+k.top+k.bottom-k.dh*(w[2]-1)-1)/k.sh + 1
+	ow = (x[3]+k.left+k.right-k.dw*(w[3]-1)-1)/k.sw + 1
+	return oh, ow
+}
+
+func (k *conv2D) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	x, w := in[0], in[1]
+	if x.Dims() != 4 || w.Dims() != 4 {
+		return nil, fmt.Errorf("convolution of %v with %v: want 4-D input and weight", x, w)
+	}
+	if x[1]%k.groups != 0 || w[0]%k.groups != 0 || w[1]*k.groups != x[1] {
+		return nil, fmt.Errorf("convolution of %v with weight %v in %d groups: channels do not divide", x, w, k.groups)
+	}
+	oh, ow := k.geometry(x, w)
+	if oh < 1 || ow < 1 {
+		return nil, fmt.Errorf("convolution window larger than the padded input %v", x)
+	}
+	return tensor.Shape{x[0], w[0], oh, ow}, nil
+}
+
+func (k *conv2D) differentiable(int) bool { return true }
+
+// each calls f(xIndex, wIndex, outIndex) for every multiply-add of the convolution.
+func (k *conv2D) each(x, w tensor.Shape, f func(xi, wi, oi int)) {
+	n, c, h, wd := x[0], x[1], x[2], x[3]
+	m, cg, kh, kw := w[0], w[1], w[2], w[3]
+	oh, ow := k.geometry(x, w)
+	mg := m / k.groups
+	for b := 0; b < n; b++ {
+		for oc := 0; oc < m; oc++ {
+			g := oc / mg
+			for ic := 0; ic < cg; ic++ {
+				xc := g*cg + ic
+				xBase := (b*c + xc) * h * wd
+				wBase := (oc*cg + ic) * kh * kw
+				for oy := 0; oy < oh; oy++ {
+					for ky := 0; ky < kh; ky++ {
+						iy := oy*k.sh - k.top + ky*k.dh
+						if iy < 0 || iy >= h {
+							continue
+						}
+						oBase := ((b*m+oc)*oh + oy) * ow
+						for ox := 0; ox < ow; ox++ {
+							for kx := 0; kx < kw; kx++ {
+								ix := ox*k.sw - k.left + kx*k.dw
+								if ix < 0 || ix >= wd {
+									continue
+								}
+								f(xBase+iy*wd+ix, wBase+ky*kw+kx, oBase+ox)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	x, w := in[0], in[1]
+	k.each(shapes[0], shapes[1], func(xi, wi, oi int) { out[oi] += x[xi] * w[wi] })
+	return nil
+}
+
+func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	x, w := in[0], in[1]
+	if i == 0 {
+		k.each(shapes[0], shapes[1], func(xi, wi, oi int) { dIn[xi] += dOut[oi] * w[wi] })
+	} else {
+		k.each(shapes[0], shapes[1], func(xi, wi, oi int) { dIn[wi] += dOut[oi] * x[xi] })
+	}
+	return nil
+}

@@ -651,8 +651,9 @@ func (b *builder) conv(n *Node) error {
 	if x.Shape().Dims() != 4 || w.Shape().Dims() != 4 {
 		return fmt.Errorf("Conv of input %v with weight %v: only 2-D convolutions are %w", x.Shape(), w.Shape(), ErrUnsupported)
 	}
-	if g := n.attrInt("group", 1); g != 1 {
-		return fmt.Errorf("grouped convolution (group=%d) is %w", g, ErrUnsupported)
+	group := int(n.attrInt("group", 1))
+	if group < 1 {
+		return fmt.Errorf("group=%d", group)
 	}
 	kernel := []int{w.Shape()[2], w.Shape()[3]}
 	strides, dilations := ints2(n.attrInts("strides"), 1), ints2(n.attrInts("dilations"), 1)
@@ -660,10 +661,14 @@ func (b *builder) conv(n *Node) error {
 	if err != nil {
 		return err
 	}
-	if pads[0] != pads[2] || pads[1] != pads[3] {
-		return fmt.Errorf("asymmetric convolution padding %v is %w", pads, ErrUnsupported)
+	var y *G.Node
+	if group == 1 && pads[0] == pads[2] && pads[1] == pads[3] {
+		y, err = G.Conv2d(x, w, tensor.Shape(kernel), []int{pads[0], pads[1]}, strides, dilations)
+	} else {
+		// Grouped (depthwise) convolutions and asymmetric padding take the direct kernel.
+		y, err = applyKernel(&conv2D{groups: group, sh: strides[0], sw: strides[1], dh: dilations[0], dw: dilations[1],
+			top: pads[0], left: pads[1], bottom: pads[2], right: pads[3]}, x, w)
 	}
-	y, err := G.Conv2d(x, w, tensor.Shape(kernel), []int{pads[0], pads[1]}, strides, dilations)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ var fixtures = []struct {
 	{"cnn", "cnn/seed1/ckpt_002.onnx", true},
 	{"resnet", "resnet/seed1/ckpt_002.onnx", true},
 	{"cnn-eval", "cnn-eval/model.onnx", false},
+	{"depthwise", "depthwise/model.onnx", true},
 }
 
 func testdataPath(parts ...string) string {

@@ -24,6 +24,11 @@ func TestSymmetriesOfFixtures(t *testing.T) {
 			"8: conv1.weight/0 conv1.bias/0 bn1.weight/0 bn1.bias/0 bn1.running_mean/0 bn1.running_var/0 conv2.weight/1",
 			"16: conv2.weight/0 conv2.bias/0 bn2.weight/0 bn2.bias/0 bn2.running_mean/0 bn2.running_var/0 fc.weight/1x49",
 		}},
+		// A depthwise convolution carries its input's channel group through.
+		{"depthwise/model.onnx", []string{
+			"6: conv1.weight/0 conv1.bias/0 dw.weight/0 dw.bias/0 pw.weight/1",
+			"8: pw.weight/0 pw.bias/0 fc.weight/1",
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.model, func(t *testing.T) {
