@@ -264,6 +264,7 @@ type EpochSummary struct {
 
 // TrainReport is train.json: the settings, every evaluation and every epoch of a run.
 type TrainReport struct {
+	// Schema is TrainSchema.
 	Schema int `json:"schema_version"`
 	// Init is the file of the model training started from.
 	Init          string         `json:"init"`
@@ -273,7 +274,7 @@ type TrainReport struct {
 	StepsPerEpoch int            `json:"steps_per_epoch"`
 	Evals         []TrainEval    `json:"evals"`
 	Epochs        []EpochSummary `json:"epochs"`
-	// Files are the checkpoints written, in order, then train.json.
+	// Files are the checkpoints written, in order, then train.json once the run is complete.
 	Files   []string `json:"files"`
 	Seconds float64  `json:"seconds"`
 }

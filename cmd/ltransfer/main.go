@@ -35,6 +35,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			evalCommand(),
 			initCommand(),
 			permuteCommand(),
+			trainCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

@@ -22,6 +22,9 @@ onnx.GraphProto with no nodes whose initializers are the tensors:
                                              (parameters and BatchNorm running statistics,
                                              not num_batches_tracked), named as the ONNX
                                              initializer
+  cnn.pb only param_step5/<name>             the same after the first five steps
+              param_float64/<name>           the same after ten steps of the same run in
+                                             float64 (model and inputs cast), rounded to float32
 
 for testdata/mlp/seed1/ckpt_000.onnx and testdata/cnn/seed1/ckpt_000.onnx: the
 module of make_fixtures.py is rebuilt, the ONNX initializers are loaded into it,
@@ -29,6 +32,15 @@ and it takes TEN steps of torch.optim.SGD(lr=0.01, momentum=0.9,
 weight_decay=5e-4) in train mode, step i on images 32i..32i+31 (no shuffling),
 so BatchNorm normalises with batch statistics and updates its running
 statistics (momentum 0.1, unbiased variance) at every forward pass.
+
+For the cnn, float rounding decides which input of a nearly tied max-pool
+window receives the gradient, so float32 implementations drift apart once such
+a window is met (PyTorch's own float32 and float64 runs first choose
+differently at the sixth step, and its float32 runs with and without mkldnn, or
+with 1 and 2 threads, end up to 1e-3 apart). The float64 result measures that
+spread, and the state after five steps, before any such window, checks the
+arithmetic tightly; the script prints, for steps 0..9, the windows that choose
+differently.
 
 Bench mode times one epoch of training as BenchmarkTrainEpoch in
 convert/train_test.go does: the first 54000 training images in a seeded random
@@ -39,6 +51,7 @@ cnn fixture, with torch.set_num_threads(2). It prints the seconds of each epoch.
 """
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -57,6 +70,7 @@ from bench_torch import MLP4096  # noqa: E402
 STEPS, STEP_BATCH = 10, 32
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 BENCH_BATCH = 128
+CNN_EARLY = 5  # the cnn file also holds the state after this many steps
 
 TESTDATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 FIXTURES = (("mlp", MLP, "mlp/seed1/ckpt_000.onnx"), ("cnn", CNN, "cnn/seed1/ckpt_000.onnx"))
@@ -91,6 +105,45 @@ def write_graph(path, name, tensors, doc):
     print(f"  {path}: {os.path.getsize(path)} bytes")
 
 
+def train_steps(model, x, y, dtype, record=None):
+    """Ten SGD steps on x, y in batches of STEP_BATCH, in the given float type.
+
+    Returns the losses and the state_dict (without num_batches_tracked) after
+    every step; record(step, model), when given, runs before each step.
+    """
+    model = copy.deepcopy(model).to(dtype).train()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    losses, states = [], []
+    for i in range(STEPS):
+        xb, yb = x[i * STEP_BATCH:(i + 1) * STEP_BATCH].to(dtype), y[i * STEP_BATCH:(i + 1) * STEP_BATCH]
+        if record:
+            record(i, model, xb)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()
+                       if not k.endswith("num_batches_tracked")})
+    return losses, states
+
+
+@torch.no_grad()
+def pool_choices(model, x):
+    """The argmax of every max-pool window of the CNN (its forward, with return_indices).
+
+    It runs on a copy: a train-mode forward pass updates the running statistics.
+    """
+    m = copy.deepcopy(model)
+    p1, i1 = F.max_pool2d(torch.relu(m.bn1(m.conv1(x))), 2, return_indices=True)
+    _, i2 = F.max_pool2d(torch.relu(m.bn2(m.conv2(p1))), 2, return_indices=True)
+    return torch.cat([i1.flatten(), i2.flatten()])
+
+
+def tensors_of(state, prefix):
+    return [numpy_helper.from_array(t.numpy().astype(np.float32), prefix + name) for name, t in state.items()]
+
+
 def reference(args):
     xall, yall, _, _ = load_mnist(args.mnist_dir)
     n = STEPS * STEP_BATCH
@@ -100,23 +153,25 @@ def reference(args):
                 [numpy_helper.from_array(x.numpy(), "input"), numpy_helper.from_array(y.numpy(), "labels")],
                 f"the first {n} MNIST training images, normalised, and their labels")
     for name, cls, rel in FIXTURES:
-        model = load_onnx_into(cls(), os.path.join(TESTDATA, rel)).train()
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-        losses = []
-        for i in range(STEPS):
-            xb, yb = x[i * STEP_BATCH:(i + 1) * STEP_BATCH], y[i * STEP_BATCH:(i + 1) * STEP_BATCH]
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        init = load_onnx_into(cls(), os.path.join(TESTDATA, rel))
+        choices = {}
+        record = (lambda i, m, xb: choices.setdefault(i, []).append(pool_choices(m, xb))) if name == "cnn" else None
+        losses, states = train_steps(init, x, y, torch.float32, record)
         tensors = [numpy_helper.from_array(np.array(losses, dtype=np.float32), "loss")]
-        for pname, t in model.state_dict().items():
-            if not pname.endswith("num_batches_tracked"):
-                tensors.append(numpy_helper.from_array(t.numpy().astype(np.float32), "param/" + pname))
-        write_graph(os.path.join(args.out, name + ".pb"), "ref_train_" + name, tensors,
-                    f"testdata/{rel} after {STEPS} steps of SGD(lr={LR}, momentum={MOMENTUM}, "
-                    f"weight_decay={WEIGHT_DECAY}) on batches.pb in batches of {STEP_BATCH}")
+        tensors += tensors_of(states[-1], "param/")
+        doc = (f"testdata/{rel} after {STEPS} steps of SGD(lr={LR}, momentum={MOMENTUM}, "
+               f"weight_decay={WEIGHT_DECAY}) on batches.pb in batches of {STEP_BATCH}")
+        if name == "cnn":
+            # Where max-pool windows are nearly tied, float rounding decides which input gets the
+            # gradient; the float64 run shows how far that alone moves the result.
+            _, states64 = train_steps(init, x, y, torch.float64, record)
+            tensors += tensors_of(states[CNN_EARLY - 1], f"param_step{CNN_EARLY}/")
+            tensors += tensors_of(states64[-1], "param_float64/")
+            flips = [(c[0] != c[1]).sum().item() for _, c in sorted(choices.items())]
+            spread = max((states[-1][k].double() - states64[-1][k]).abs().max().item() for k in states[-1])
+            print(f"  cnn: max-pool windows choosing another input in float64, per step: {flips}; "
+                  f"after {STEPS} steps max |float32 - float64| = {spread:.2g}")
+        write_graph(os.path.join(args.out, name + ".pb"), "ref_train_" + name, tensors, doc)
         print(f"  {name}: losses " + " ".join(f"{v:.4f}" for v in losses))
 
 

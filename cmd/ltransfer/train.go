@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/graph"
+)
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "train or fine-tune an ONNX model with SGD, writing its trajectory of checkpoints",
+		Description: "Trains from --model (an initialization, or any checkpoint to fine-tune) with SGD as PyTorch's\n" +
+			"torch.optim.SGD (momentum, weight decay), BatchNorm running statistics updated as PyTorch does.\n" +
+			"--out receives ckpt_000.onnx (the starting point), one checkpoint per epoch (or every\n" +
+			"--every-steps steps) and train.json (settings, validation scores, epoch summaries): a\n" +
+			"trajectory that `ltransfer transfer` reads.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "model", Usage: "the ONNX model to start from (initialization or checkpoint)"},
+			&cli.StringFlag{Name: "out", Usage: "output folder (created; must not hold ONNX files)"},
+			&cli.IntFlag{Name: "epochs", Value: 1, Usage: "passes over the training data"},
+			&cli.Float64Flag{Name: "lr", Value: 0.01, Usage: "learning rate"},
+			&cli.Float64Flag{Name: "momentum", Value: 0.9, Usage: "SGD momentum"},
+			&cli.Float64Flag{Name: "weight-decay", Usage: "L2 weight decay, as torch.optim.SGD's"},
+			&cli.IntFlag{Name: "batch", Value: 128, Usage: "mini-batch size (the last, partial batch of an epoch is kept)"},
+			&cli.StringFlag{Name: "schedule", Value: string(convert.ConstantLR), Usage: "learning rate schedule: constant, or cosine (annealed to 0 over all steps)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the example order"},
+			&cli.IntFlag{Name: "every-steps", Usage: "write a checkpoint every N steps instead of every epoch"},
+			&cli.IntFlag{Name: "eval-every", Usage: "also evaluate on the validation data every N steps"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report (train.json) on stdout"},
+		}, dataFlags()...),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("train takes no arguments, got %q (the model is --model)", c.Args().First())
+			}
+			for _, f := range []string{"model", "out"} {
+				if c.String(f) == "" {
+					return usagef("--%s is required", f)
+				}
+			}
+			opt := convert.TrainOptions{
+				Epochs: c.Int("epochs"), Batch: c.Int("batch"), LR: c.Float64("lr"), Momentum: c.Float64("momentum"),
+				WeightDecay: c.Float64("weight-decay"), Schedule: convert.LRSchedule(c.String("schedule")),
+				Seed: c.Uint64("seed"), EverySteps: c.Int("every-steps"), EvalEvery: c.Int("eval-every"),
+				Out: c.String("out"), Data: c.String("data"), ValData: c.String("val-data"),
+			}
+			if err := opt.Check(); err != nil {
+				return usageError{err}
+			}
+			m, err := graph.Load(c.String("model"))
+			if err != nil {
+				return err
+			}
+			if opt.Train, opt.Val, err = openData(c); err != nil {
+				return err
+			}
+			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
+			progress.start("train")
+			opt.Progress = progress.train
+			report, err := convert.Train(m, nil, opt)
+			progress.done()
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(report)
+			}
+			if !c.Bool("quiet") {
+				first, last := report.Evals[0], report.Evals[len(report.Evals)-1]
+				fmt.Fprintf(c.App.ErrWriter, "train: %d steps, validation accuracy %.2f%% -> %.2f%%, %.1fs; wrote %s\n",
+					last.Step, 100*first.Accuracy, 100*last.Accuracy, report.Seconds, opt.Out)
+			}
+			return nil
+		},
+	}
+}
+
+// train prints a training step: on a terminal a bar redrawn in place at every step, otherwise a
+// line at every evaluation.
+func (p *progress) train(r convert.TrainProgress) {
+	if p.quiet || (!p.terminal && r.Eval == nil) {
+		return
+	}
+	line := fmt.Sprintf("%s epoch %d step %d/%d  lr %.3g  loss %.4f", p.name, r.Epoch, r.Step, r.Steps, r.LR, r.Loss)
+	if r.Eval != nil {
+		line += fmt.Sprintf("  val acc %6.2f%%  val loss %.4f", 100*r.Eval.Accuracy, r.Eval.Loss)
+	}
+	line += "  elapsed " + time.Since(p.started).Round(time.Second).String()
+	if !p.terminal {
+		fmt.Fprintln(p.w, line)
+		return
+	}
+	width := 20
+	done := width * r.Step / r.Steps
+	fmt.Fprintf(p.w, "\r[%s%s] %s", strings.Repeat("=", done), strings.Repeat(" ", width-done), line)
+	if r.Eval != nil && r.Step < r.Steps {
+		fmt.Fprintln(p.w) // keep every evaluation on screen
+	}
+}
