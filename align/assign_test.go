@@ -3,6 +3,7 @@ package align
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -339,4 +340,101 @@ func TestAssignInvalid(t *testing.T) {
 	score := []float64{9, 1, 1, 9}
 	perm, total := a.Solve(2, score)
 	checkAssignment(t, "after invalid", 2, score, perm, total)
+}
+
+func TestAuctionThenWarmBruteForce(t *testing.T) {
+	// The auction followed by the warm repair, on every kind of small matrix: exact.
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, kind := range matrixKinds {
+		for n := 2; n <= 7; n++ {
+			for rep := 0; rep < 10; rep++ {
+				score := kind.gen(rng, n)
+				var a Assigner
+				a.resize(n)
+				for i := range n { // the auction starts from a consistent state: all free
+					a.rowsol[i], a.colsol[i], a.v[i] = -1, -1, 0
+				}
+				a.auction(score, math.Inf(1))
+				a.solveWarm(score, false)
+				perm := slices.Clone(a.rowsol)
+				total := 0.0
+				for i, j := range perm {
+					total += score[i*n+j]
+				}
+				checkAssignment(t, kind.name+"/auction", n, score, perm, total)
+			}
+		}
+	}
+}
+
+// lowRank returns an n x n matrix of rank r with a few dominant rows: the score matrices of
+// gradient matching look like this, and they make augmentation searches long.
+func lowRank(rng *rand.Rand, n, r int) []float64 {
+	a, b := make([]float64, r*n), make([]float64, r*n)
+	for k := range a {
+		a[k], b[k] = rng.NormFloat64(), rng.NormFloat64()
+	}
+	s := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		scale := 1.0
+		if i%50 == 0 {
+			scale = 20
+		}
+		for j := 0; j < n; j++ {
+			x := 0.0
+			for t := 0; t < r; t++ {
+				x += a[t*n+i] * b[t*n+j]
+			}
+			s[i*n+j] = scale * x
+		}
+	}
+	return s
+}
+
+func TestAssignSwitchesToAuction(t *testing.T) {
+	// On low-rank matrices the augmentation hands over to the auction (forced here by a low
+	// switch threshold on some matrices, taken naturally on others); cold and warm results are
+	// certified optimal and equal the totals of augmentation alone.
+	rng := rand.New(rand.NewPCG(35, 36))
+	saved := switchScans
+	defer func() { switchScans = saved }()
+	for _, n := range []int{60, 300} {
+		for _, force := range []bool{false, true} {
+			score := lowRank(rng, n, 4)
+			switchScans = 1 << 30
+			_, want := Assign(n, score)
+			if force {
+				switchScans = 0
+			} else {
+				switchScans = saved
+			}
+			var a Assigner
+			_, got := a.Solve(n, score)
+			certify(t, "cold", &a, n, score, 1e-9)
+			if math.Abs(got-want) > 1e-9*math.Abs(want) {
+				t.Fatalf("n=%d: total %v, augmentation alone %v", n, got, want)
+			}
+			if force && n >= 300 && a.auctions == 0 { // (at n = 60 augmentation ends before the first projection)
+				t.Fatalf("n=%d: the auction did not run", n)
+			}
+			for step := 0; step < 3; step++ {
+				for k := range score {
+					score[k] += 0.05 * rng.NormFloat64()
+				}
+				_, got = a.Solve(n, score)
+				certify(t, "warm", &a, n, score, 1e-9)
+				switchScans = 1 << 30
+				_, want = Assign(n, score)
+				if force {
+					switchScans = 0
+				} else {
+					switchScans = saved
+				}
+				if math.Abs(got-want) > 1e-9*math.Abs(want) {
+					t.Fatalf("n=%d step %d: warm total %v, augmentation alone %v", n, step, got, want)
+				}
+			}
+			t.Logf("n=%d force=%v: %d auctions", n, force, a.auctions)
+		}
+	}
 }

@@ -1,8 +1,14 @@
 package align
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -115,4 +121,91 @@ func (a *Assigner) clone() Assigner {
 	c.pred = append([]int(nil), a.pred...)
 	c.matches = append([]int(nil), a.matches...)
 	return c
+}
+
+// BenchmarkAssignReal times cold and warm solves of real score matrices: the raw float64 files
+// (n*n values, row-major) in the folder named by LTRANSFER_SCORES, in name order, such as those
+// testdata/gen/bench_gmt_torch.py --child gmt --dump-scores DIR writes for the steps of GMT on
+// the paper's MNIST setting (its --time-assign times scipy on the same files). A warm solve
+// starts from the solution of the previous file. Skipped when LTRANSFER_SCORES is not set.
+func BenchmarkAssignReal(b *testing.B) {
+	dir := os.Getenv("LTRANSFER_SCORES")
+	if dir == "" {
+		b.Skip("LTRANSFER_SCORES is not set")
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*.f64"))
+	if err != nil || len(paths) == 0 {
+		b.Fatalf("no *.f64 files in %s (%v)", dir, err)
+	}
+	slices.Sort(paths)
+	var prev *Assigner
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		score := make([]float64, len(data)/8)
+		for i := range score {
+			score[i] = math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:]))
+		}
+		n := int(math.Round(math.Sqrt(float64(len(score)))))
+		name := strings.TrimSuffix(filepath.Base(path), ".f64")
+		b.Run(name+"/cold", func(b *testing.B) {
+			for b.Loop() {
+				Assign(n, score)
+			}
+		})
+		if prev != nil && prev.n == n {
+			b.Run(name+"/warm", func(b *testing.B) {
+				for b.Loop() {
+					b.StopTimer()
+					a := prev.clone()
+					b.StartTimer()
+					a.Solve(n, score)
+				}
+			})
+		}
+		var a Assigner
+		a.Solve(n, score)
+		prev = &a
+	}
+}
+
+// BenchmarkScore times one score matrix of the paper's MNIST setting (a 784-4096-10 linear MLP:
+// one group of 4096 hidden units, fc1 [4096, 784] on its rows and fc2 [10, 4096] on its
+// columns): for the 10 gradient pairs of GMT's last step, with fc1's gradients as rank-128
+// factors (batch 128), and for one pair of dense gradients, the paper's form.
+func BenchmarkScore(b *testing.B) {
+	const in, hidden, out, batch = 784, 4096, 10, 128
+	rng := rand.New(rand.NewPCG(7, 8))
+	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{"fc1", 0, 1}, {"fc2", 1, 1}}}}}
+	operand := func() Operand {
+		return Operand{Params: Params{"fc2": randTensor(rng, out, hidden)},
+			LowRank: map[string]*LowRank{"fc1": randLowRank(rng, hidden, in, batch)}}
+	}
+	for _, c := range []struct {
+		name  string
+		pairs int
+		dense bool
+	}{{"lowrank/pairs=10", 10, false}, {"dense/pairs=1", 1, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			m := NewMatcher(spec, MatcherOptions{})
+			for range c.pairs {
+				t, s := operand(), operand()
+				if c.dense {
+					t = Operand{Params: Params{"fc1": t.LowRank["fc1"].Dense(), "fc2": t.Params["fc2"]}}
+					s = Operand{Params: Params{"fc1": s.LowRank["fc1"].Dense(), "fc2": s.Params["fc2"]}}
+				}
+				if err := m.AddOperands(1, t, s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			score := make([]float64, hidden*hidden)
+			pi := Identity(spec)
+			for b.Loop() {
+				clear(score)
+				m.buildScore(0, pi, score, 0)
+			}
+		})
+	}
 }

@@ -1,8 +1,9 @@
 // Package align finds permutations of hidden units that align one network's parameters with
 // another's: the permutation-symmetry matching step of learning-trajectory transfer (Chijiwa,
 // "Transferring Learning Trajectories of Neural Networks", ICLR 2024), the same weight-matching
-// problem as Git Re-Basin. It is pure permutation math on dense float32 tensors and imports only
-// the standard library.
+// problem as Git Re-Basin. It is pure permutation math on float32 tensors (dense, or low-rank
+// products for gradients) and imports only the standard library and gonum's BLAS (OpenBLAS in
+// the openblas build).
 //
 // # Objective
 //
@@ -20,12 +21,23 @@
 // never increases. The result is a local optimum of the joint problem (which is NP-hard in
 // general), exact in each coordinate.
 //
+// # Score products
+//
+// The score matrices are sums of products of slabs, computed in float32 by gonum's BLAS and
+// accumulated in float64. A gradient of a dense layer over a batch of B examples is a sum of B
+// outer products; given as a LowRank (Matcher.AddOperands) its score is formed from the factors,
+// U_t^T (V_t V_s^T) U_s, at a cost of about n*B*(n+B) instead of n*n*m for an n x m weight. The
+// last score matrix built is kept, so that pairs added to a Matcher that is solved again (as FGMT
+// does) are summed into it alone.
+//
 // # Assignment
 //
 // Assign and Assigner solve the dense linear assignment problem exactly (maximising the total
-// score) with the Jonker-Volgenant shortest augmenting path algorithm; an Assigner reuses its
-// workspace and warm-starts from its previous solution, which the Matcher exploits between
-// sweeps.
+// score) with the Jonker-Volgenant shortest augmenting path algorithm, handing over to an
+// ε-scaling auction when the shortest paths grow long (as they do on the low-rank score matrices
+// of gradient matching), and finishing exactly; an Assigner reuses its workspace and
+// warm-starts from its previous solution, which the Matcher exploits between sweeps and between
+// solves.
 //
 // # Conventions
 //

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"time"
 )
 
 // MatcherOptions configures a Matcher. Zero values select the defaults.
@@ -41,7 +42,8 @@ type Result struct {
 
 // Matcher finds the permutation that best aligns source parameters to target parameters over
 // a set of weighted pairs (see the package documentation for the objective). Build it with
-// NewMatcher, add pairs with Add, then call Solve. A Matcher is not safe for concurrent use.
+// NewMatcher, add pairs with Add or AddOperands, then call Solve. A Matcher is not safe for
+// concurrent use.
 type Matcher struct {
 	spec      Spec
 	opt       MatcherOptions
@@ -51,8 +53,24 @@ type Matcher struct {
 	neighbors [][]int       // per group: the other groups sharing a parameter with it
 	specErr   error         // structural problem of the spec, reported by Add and Solve
 	pairs     []pair        // added pairs
+	shapes    [][]int       // shape of names[k], set by the first pair
 	scale     float64       // sum_p w_p (||T_p||^2 + ||S_p||^2), for the relative tolerance
-	maxElems  int           // largest parameter size, for the objective's scratch buffer
+	maxElems  int           // largest dense parameter size, for the objective's scratch buffer
+
+	// State kept across Solve calls: the assignment solver of every group (warm starts), the
+	// score matrix last built and what it holds, the scratch space of the score products.
+	assigners []Assigner
+	score     []float64
+	cache     scoreCache
+	work      scoreWork
+	timing    Timing
+}
+
+// Timing is where Solve spent its time.
+type Timing struct {
+	// Score is the time spent building score matrices (the products of the pairs' slabs),
+	// Assign the time spent solving linear assignment problems.
+	Score, Assign time.Duration
 }
 
 // memberRef is a group member with its parameter resolved to an index into Matcher.names.
@@ -60,22 +78,37 @@ type memberRef struct {
 	param, axis, block int
 }
 
-// pair is one added (weight, target, source) triple, holding the spec's tensors by index.
+// pair is one added (weight, target, source) triple, holding the spec's parameters by index.
 type pair struct {
 	w              float64
-	target, source []*Tensor
+	target, source []operand
+}
+
+// operand is one parameter of one side of a pair: dense or low rank, with its squared norm.
+type operand struct {
+	dense *Tensor
+	lr    *LowRank
+	norm  float64
+}
+
+func (o operand) shape() []int {
+	if o.dense != nil {
+		return o.dense.Shape
+	}
+	return o.lr.Shape
 }
 
 // NewMatcher returns a Matcher for spec s. The spec is copied. A parameter may have at most one
 // axis in any one group (otherwise the per-group subproblem is quadratic, not a linear
 // assignment); such a spec is reported by Add and Solve.
 func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
-	m := &Matcher{opt: opt}
+	m := &Matcher{opt: opt, cache: scoreCache{group: -1}}
 	m.spec.Groups = make([]Group, len(s.Groups))
 	for g, gr := range s.Groups {
 		gr.Members = slices.Clone(gr.Members)
 		m.spec.Groups[g] = gr
 	}
+	m.assigners = make([]Assigner, len(m.spec.Groups))
 	pa := m.spec.paramAxes()
 	for name := range pa {
 		m.names = append(m.names, name)
@@ -108,46 +141,93 @@ func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
 
 // Add adds the pair (target, source) with weight w >= 0. Both must contain every parameter
 // named by the spec, valid for the spec, with finite values and the same shape in both (and in
-// every pair added before); other parameters are ignored. The tensors are retained, not copied: do not modify them while the
-// Matcher is in use.
+// every pair added before); other parameters are ignored. The tensors are retained, not copied:
+// do not modify them while the Matcher is in use.
 func (m *Matcher) Add(w float64, target, source Params) error {
+	return m.AddOperands(w, Operand{Params: target}, Operand{Params: source})
+}
+
+// AddOperands is Add for operands whose parameters may be held as low-rank products. A
+// parameter named by the spec must be in exactly one of an operand's maps; a low-rank one is
+// scored in factored form when the other side of the pair is low rank too and the rank is below
+// the length of the parameter's other axis: for a member on the rows of T = U_t^T V_t and
+// S = U_s^T V_s, the score U_t^T (V_t V_s'^T) U_s (V_s' with the other groups' permutation
+// applied to its columns) costs about rows*(rank_t*rank_s + rows*rank_t) instead of
+// rows*rows*cols. Otherwise it is expanded row by row. The factors are retained, not copied.
+func (m *Matcher) AddOperands(w float64, target, source Operand) error {
 	if m.specErr != nil {
 		return fmt.Errorf("align: matcher: add: spec: %w", m.specErr)
 	}
 	if !(w >= 0) || math.IsInf(w, 1) {
 		return fmt.Errorf("align: matcher: add: weight %v, want finite and >= 0", w)
 	}
-	if err := m.spec.validate(target); err != nil {
-		return fmt.Errorf("align: matcher: add: target: %w", err)
+	p := pair{w: w, target: make([]operand, len(m.names)), source: make([]operand, len(m.names))}
+	for _, side := range []struct {
+		name string
+		op   Operand
+		dst  []operand
+	}{{"target", target, p.target}, {"source", source, p.source}} {
+		if err := m.spec.validateShapes(side.op.shape); err != nil {
+			return fmt.Errorf("align: matcher: add: %s: %w", side.name, err)
+		}
+		for k, name := range m.names {
+			o, err := side.op.operand(name)
+			if err != nil {
+				return fmt.Errorf("align: matcher: add: %s parameter %q: %w", side.name, name, err)
+			}
+			side.dst[k] = o
+		}
 	}
-	if err := m.spec.validate(source); err != nil {
-		return fmt.Errorf("align: matcher: add: source: %w", err)
-	}
-	p := pair{w: w, target: make([]*Tensor, len(m.names)), source: make([]*Tensor, len(m.names))}
 	norm := 0.0
 	for k, name := range m.names {
-		t, s := target[name], source[name]
-		if !slices.Equal(t.Shape, s.Shape) {
-			return fmt.Errorf("align: matcher: add: parameter %q: target shape %v != source shape %v", name, t.Shape, s.Shape)
+		ts, ss := p.target[k].shape(), p.source[k].shape()
+		if !slices.Equal(ts, ss) {
+			return fmt.Errorf("align: matcher: add: parameter %q: target shape %v != source shape %v", name, ts, ss)
 		}
-		if len(m.pairs) > 0 && !slices.Equal(t.Shape, m.pairs[0].target[k].Shape) {
-			return fmt.Errorf("align: matcher: add: parameter %q: shape %v != shape %v of the first pair", name, t.Shape, m.pairs[0].target[k].Shape)
+		if m.shapes != nil && !slices.Equal(ts, m.shapes[k]) {
+			return fmt.Errorf("align: matcher: add: parameter %q: shape %v != shape %v of the first pair", name, ts, m.shapes[k])
 		}
-		nt, err := sumSquares(t.Data)
-		if err != nil {
-			return fmt.Errorf("align: matcher: add: target parameter %q: %w", name, err)
+		norm += p.target[k].norm + p.source[k].norm
+	}
+	if m.shapes == nil {
+		for k := range m.names {
+			m.shapes = append(m.shapes, p.target[k].shape())
 		}
-		ns, err := sumSquares(s.Data)
-		if err != nil {
-			return fmt.Errorf("align: matcher: add: source parameter %q: %w", name, err)
+	}
+	for k := range m.names {
+		if p.target[k].dense != nil {
+			m.maxElems = max(m.maxElems, len(p.target[k].dense.Data))
 		}
-		norm += nt + ns
-		p.target[k], p.source[k] = t, s
-		m.maxElems = max(m.maxElems, len(t.Data))
 	}
 	m.pairs = append(m.pairs, p)
 	m.scale += w * norm
 	return nil
+}
+
+// shape looks a parameter up for Spec.validateShapes.
+func (o Operand) shape(name string) ([]int, error) {
+	t, dense := o.Params[name]
+	l, low := o.LowRank[name]
+	switch {
+	case dense && t != nil && low && l != nil:
+		return nil, errors.New("given both dense and low rank")
+	case dense && t != nil:
+		return t.Shape, t.check()
+	case low && l != nil:
+		return l.Shape, l.check()
+	}
+	return nil, errNoParam
+}
+
+// operand returns the parameter with its squared norm, or an error naming a non-finite value.
+func (o Operand) operand(name string) (operand, error) {
+	if t := o.Params[name]; t != nil {
+		n, err := sumSquares(t.Data)
+		return operand{dense: t, norm: n}, err
+	}
+	l := o.LowRank[name]
+	n, err := lowRankNorm(l)
+	return operand{lr: l, norm: n}, err
 }
 
 // sumSquares returns the sum of squares of x in float64, or an error naming a non-finite element.
@@ -166,6 +246,20 @@ func sumSquares(x []float32) (float64, error) {
 // Len returns the number of pairs added.
 func (m *Matcher) Len() int { return len(m.pairs) }
 
+// Reset removes every pair, so that the Matcher can be reused for a new set of pairs on the same
+// spec as if it were new, except that the assignment solver of every group keeps its last
+// solution to warm start from (the results are the same exact optima, up to ties between equally
+// good assignments).
+func (m *Matcher) Reset() {
+	m.pairs = m.pairs[:0]
+	m.shapes = nil
+	m.scale, m.maxElems = 0, 0
+	m.cache.group = -1
+}
+
+// Timing returns the time all Solve calls so far spent in score products and assignments.
+func (m *Matcher) Timing() Timing { return m.timing }
+
 // errNoPairs is returned by Solve when no pair was added.
 var errNoPairs = errors.New("align: matcher: solve: no pairs added")
 
@@ -178,12 +272,17 @@ var errNoPairs = errors.New("align: matcher: solve: no pairs added")
 // where T_i is the slab of target_p[param] at group element i of the member axis (block
 // positions i*block..i*block+block-1, all other axes included) and P_j the slab at element j of
 // source_p[param] with the current permutations of the other groups applied to its other axes.
-// It solves one exact linear assignment on S (a per-group Assigner warm-starts from the previous
-// sweep) and adopts the new pi_g if it strictly increases sum_i S[i][pi_g[i]], so the objective
-// never increases. A group none of whose neighbours (groups sharing a parameter) changed
-// since its last solve is skipped, since its optimum cannot have moved. Solve stops after a sweep
-// that changes nothing or lowers the objective by no more than Tol (relative), or after MaxSweeps.
-// warm is not modified. The result is deterministic for a given Seed and input.
+// The products are computed in float32 and accumulated in float64 (see buildScore). It solves
+// one exact linear assignment on S (each group's Assigner warm-starts from its previous solve,
+// in this call or an earlier one) and adopts the new pi_g if it strictly increases
+// sum_i S[i][pi_g[i]], so the objective never increases (up to the float32 rounding of the
+// products). A group none of whose neighbours (groups sharing a parameter) changed since its
+// last solve is skipped, since its optimum cannot have moved. The score matrix last built is
+// kept: when the same group is built again with its neighbours unchanged, only the pairs added
+// since are summed in (FGMT adds one pair per step to a Matcher it keeps). Solve stops after a
+// sweep that changes nothing or lowers the objective by no more than Tol (relative), or after
+// MaxSweeps. warm is not modified. The result is deterministic for a given Seed and sequence of
+// calls.
 func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 	if m.specErr != nil {
 		return nil, Result{}, fmt.Errorf("align: matcher: solve: spec: %w", m.specErr)
@@ -210,13 +309,11 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 
 	start := m.objective(pi)
 	groups := len(m.spec.Groups)
-	assigners := make([]Assigner, groups)
 	maxSize := 0
 	for _, gr := range m.spec.Groups {
 		maxSize = max(maxSize, gr.Size)
 	}
-	score := make([]float64, maxSize*maxSize)
-	var ws scoreWork
+	score := grow(&m.score, maxSize*maxSize)
 	rng := rand.New(rand.NewPCG(m.opt.Seed, seedStream))
 	// Logical clock: changedAt[g] is when pi_g last changed, solvedAt[g] when g was last solved.
 	clock := 0
@@ -235,9 +332,21 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 			}
 			n := m.spec.Groups[g].Size
 			s := score[:n*n]
-			m.buildScore(g, pi, s, &ws)
-			perm, total, err := assigners[g].solve(n, s)
-			if err != nil { // only reachable through float64 overflow of huge weights or values
+			t0 := time.Now()
+			from := 0
+			if m.cache.holds(g, m.neighbors[g], pi) {
+				from = m.cache.pairs
+			} else {
+				clear(s)
+			}
+			m.buildScore(g, pi, s, from)
+			m.cache.set(g, len(m.pairs), m.neighbors[g], pi)
+			t1 := time.Now()
+			perm, total, err := m.assigners[g].solve(n, s)
+			m.timing.Score += t1.Sub(t0)
+			m.timing.Assign += time.Since(t1)
+			if err != nil { // only reachable through overflow of huge weights or values
+				m.cache.group = -1
 				return nil, Result{}, fmt.Errorf("align: matcher: solve: %s: score matrix: %w", m.spec.groupLabel(g), err)
 			}
 			cur := 0.0
@@ -263,6 +372,37 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 	return pi, res, nil
 }
 
+// scoreCache describes the score matrix a Matcher last built: the group, the number of pairs
+// summed in, and the permutations of the group's neighbours it was built under.
+type scoreCache struct {
+	group     int // -1: none
+	pairs     int
+	neighbors [][]int
+}
+
+// holds reports whether the cache holds group g's score under the current permutation of its
+// neighbours (pairs added since can be summed in).
+func (c *scoreCache) holds(g int, neighbors []int, pi Perm) bool {
+	if c.group != g {
+		return false
+	}
+	for k, h := range neighbors {
+		if !slices.Equal(c.neighbors[k], pi[h]) {
+			return false
+		}
+	}
+	return true
+}
+
+// set records that the score of group g over the first pairs pairs was built under pi.
+func (c *scoreCache) set(g, pairs int, neighbors []int, pi Perm) {
+	c.group, c.pairs = g, pairs
+	c.neighbors = c.neighbors[:0]
+	for _, h := range neighbors {
+		c.neighbors = append(c.neighbors, slices.Clone(pi[h]))
+	}
+}
+
 // stale reports whether group g must be solved: it never was, or a neighbour changed since.
 func (m *Matcher) stale(g int, solvedAt, changedAt []int) bool {
 	if solvedAt[g] < 0 {
@@ -276,17 +416,24 @@ func (m *Matcher) stale(g int, solvedAt, changedAt []int) bool {
 	return false
 }
 
-// objective returns sum_p w_p ||target_p - pi(source_p)||^2 over the spec's parameters.
+// objective returns sum_p w_p ||target_p - pi(source_p)||^2 over the spec's parameters. Dense
+// parameters are compared element by element; a low-rank one contributes
+// ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors.
 func (m *Matcher) objective(pi Perm) float64 {
 	buf := make([]float64, m.maxElems)
+	var work []float32
 	total := 0.0
 	for _, pr := range m.pairs {
 		sum := 0.0
 		for k := range m.names {
 			t, s := pr.target[k], pr.source[k]
-			ps := buf[:len(s.Data)]
-			gather(ps, s.Data, 0, pi.offsetTables(s.Shape, m.axes[k], -1))
-			for x, v := range t.Data {
+			if t.dense == nil || s.dense == nil {
+				sum += max(t.norm+s.norm-2*m.lowRankCorrelation(k, t, s, pi, &work), 0)
+				continue
+			}
+			ps := buf[:len(s.dense.Data)]
+			gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
+			for x, v := range t.dense.Data {
 				d := float64(v) - ps[x]
 				sum += d * d
 			}
@@ -294,4 +441,35 @@ func (m *Matcher) objective(pi Perm) float64 {
 		total += pr.w * sum
 	}
 	return total
+}
+
+// lowRankCorrelation returns <t, pi(s)> for parameter k of a pair where t or s is low rank.
+func (m *Matcher) lowRankCorrelation(k int, t, s operand, pi Perm, work *[]float32) float64 {
+	shape := t.shape()
+	tabs := pi.offsetTables(shape, m.axes[k], -1)
+	rows, cols := make([]int, shape[0]), tabs[1]
+	for i, off := range tabs[0] {
+		rows[i] = off / max(shape[1], 1)
+	}
+	if t.lr != nil && s.lr != nil {
+		return lowRankDot(t.lr, s.lr, rows, cols, work)
+	}
+	// One side dense: expand the low-rank side row by row.
+	sum := 0.0
+	row := make([]float64, shape[1])
+	for i := 0; i < shape[0]; i++ {
+		if t.lr != nil {
+			t.lr.row(i, nil, row)
+			src := s.dense.Data[rows[i]*shape[1]:]
+			for j, v := range row {
+				sum += v * float64(src[cols[j]])
+			}
+			continue
+		}
+		s.lr.row(rows[i], cols, row)
+		for j, v := range t.dense.Data[i*shape[1] : (i+1)*shape[1]] {
+			sum += float64(v) * row[j]
+		}
+	}
+	return sum
 }

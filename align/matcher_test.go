@@ -263,3 +263,218 @@ func TestMatcherEmptyGroupAndExtraParams(t *testing.T) {
 		t.Fatalf("got %v, %+v", pi, res)
 	}
 }
+
+// lowRankOperand returns o with the named 2-D parameters replaced by random rank-r factors, and
+// the dense parameter set those factors expand to.
+func lowRankOperand(rng *rand.Rand, p Params, r int, names ...string) (Operand, Params) {
+	o := Operand{Params: Params{}, LowRank: map[string]*LowRank{}}
+	dense := Params{}
+	for name, t := range p {
+		o.Params[name], dense[name] = t, t
+	}
+	for _, name := range names {
+		l := randLowRank(rng, p[name].Shape[0], p[name].Shape[1], r)
+		delete(o.Params, name)
+		o.LowRank[name], dense[name] = l, l.Dense()
+	}
+	return o, dense
+}
+
+func TestMatcherLowRankMatchesDense(t *testing.T) {
+	// The same pairs given dense and as low-rank factors (W2 is permuted on both axes, by h2 on
+	// its rows and h1 on its columns) give the same permutation and objective, and a planted
+	// permutation is recovered through the factored scores.
+	rng := rand.New(rand.NewPCG(41, 42))
+	s := mlpSpec(30, 24)
+	for trial := 0; trial < 3; trial++ {
+		var ops [2][]Operand
+		var dense [2][]Params
+		planted := Random(s, rng)
+		for k := 0; k < 3; k++ {
+			src, srcDense := lowRankOperand(rng, mlpParams(rng, 40, 30, 24, 5), 3, "W1", "W2")
+			tgtDense := mustApply(t, planted, s, srcDense)
+			tgt := Operand{Params: Params{}, LowRank: map[string]*LowRank{}}
+			for name := range src.Params {
+				tgt.Params[name] = tgtDense[name]
+			}
+			for name, l := range src.LowRank {
+				// Permuting rows permutes the columns of U, permuting columns those of V.
+				u, v := permutedFactors(t, s, planted, name, l)
+				tgt.LowRank[name] = &LowRank{Shape: l.Shape, Rank: l.Rank, U: u, V: v}
+				if d := tgt.LowRank[name].Dense(); !closeData(d.Data, tgtDense[name].Data, 1e-5) {
+					t.Fatalf("permuted factors of %s do not expand to the permuted matrix", name)
+				}
+			}
+			ops[0], ops[1] = append(ops[0], tgt), append(ops[1], src)
+			dense[0], dense[1] = append(dense[0], tgtDense), append(dense[1], srcDense)
+		}
+		mf, md := NewMatcher(s, MatcherOptions{Seed: 1}), NewMatcher(s, MatcherOptions{Seed: 1})
+		for k := range ops[0] {
+			if err := mf.AddOperands(float64(k+1), ops[0][k], ops[1][k]); err != nil {
+				t.Fatal(err)
+			}
+			if err := md.Add(float64(k+1), dense[0][k], dense[1][k]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pf, rf, err := mf.Solve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pd, rd, err := md.Solve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range planted {
+			if !slices.Equal(pf[g], planted[g]) || !slices.Equal(pd[g], planted[g]) {
+				t.Fatalf("trial %d group %d: factored %v, dense %v, planted %v", trial, g, pf[g], pd[g], planted[g])
+			}
+		}
+		// The factored objective is ||T||^2 + ||S||^2 - 2<T, pi(S)> from float32 factor
+		// products: zero up to their rounding relative to the norms.
+		if rd.Objective != 0 || math.Abs(rf.Objective) > 1e-5*mf.scale {
+			t.Fatalf("objectives: factored %v (scale %v), dense %v", rf.Objective, mf.scale, rd.Objective)
+		}
+	}
+}
+
+// permutedFactors returns the factors of pi applied to the low-rank parameter name.
+func permutedFactors(t *testing.T, s Spec, pi Perm, name string, l *LowRank) (u, v []float32) {
+	t.Helper()
+	tabs := pi.offsetTables(l.Shape, s.paramAxes()[name], -1)
+	u, v = make([]float32, len(l.U)), make([]float32, len(l.V))
+	for r := 0; r < l.Rank; r++ {
+		for i, off := range tabs[0] {
+			u[r*l.Shape[0]+i] = l.U[r*l.Shape[0]+off/l.Shape[1]]
+		}
+		for j, off := range tabs[1] {
+			v[r*l.Shape[1]+j] = l.V[r*l.Shape[1]+off]
+		}
+	}
+	return u, v
+}
+
+// closeData reports whether a and b agree within tol relative to the largest magnitude.
+func closeData(a, b []float32, tol float64) bool {
+	scale := 0.0
+	for _, x := range b {
+		scale = max(scale, math.Abs(float64(x)))
+	}
+	for i := range a {
+		if math.Abs(float64(a[i]-b[i])) > tol*scale {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMatcherIncrementalAndReset(t *testing.T) {
+	// Solving after each added pair (the score matrix kept between solves and only the new
+	// pairs summed in) gives what a fresh matcher gives on the same pairs; after Reset the
+	// matcher behaves as a fresh one (its assignments warm-started).
+	rng := rand.New(rand.NewPCG(43, 44))
+	for _, s := range []Spec{{Groups: mlpSpec(40, 30).Groups[:1]}, mlpSpec(20, 16)} {
+		var pairs []weightedPair
+		for k := 0; k < 4; k++ {
+			pairs = append(pairs, weightedPair{1, mlpParams(rng, 12, 40, 30, 4), mlpParams(rng, 12, 40, 30, 4)})
+			if len(s.Groups) == 2 {
+				pairs[k] = weightedPair{1, mlpParams(rng, 12, 20, 16, 4), mlpParams(rng, 12, 20, 16, 4)}
+			}
+		}
+		inc := NewMatcher(s, MatcherOptions{Seed: 5})
+		warm := Identity(s)
+		for k, p := range pairs {
+			if err := inc.Add(p.w, p.target, p.source); err != nil {
+				t.Fatal(err)
+			}
+			got, gr, err := inc.Solve(warm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wr, err := newMatcher(t, s, MatcherOptions{Seed: 5}, pairs[:k+1]).Solve(warm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, want, slices.Equal) || math.Abs(gr.Objective-wr.Objective) > 1e-9*wr.Objective {
+				t.Fatalf("%d groups, %d pairs: incremental %v %+v, fresh %v %+v", len(s.Groups), k+1, got, gr, want, wr)
+			}
+			warm = got
+		}
+		inc.Reset()
+		if inc.Len() != 0 {
+			t.Fatal("Reset kept pairs")
+		}
+		last := newMatcher(t, s, MatcherOptions{Seed: 5}, pairs[2:])
+		for _, p := range pairs[2:] {
+			if err := inc.Add(p.w, p.target, p.source); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, _, err := inc.Solve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, err := last.Solve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("after Reset: %v, fresh %v", got, want)
+		}
+		if tm := inc.Timing(); tm.Score <= 0 || tm.Assign <= 0 {
+			t.Fatalf("timing %+v", tm)
+		}
+	}
+}
+
+func TestAddOperandsErrors(t *testing.T) {
+	rng := rand.New(rand.NewPCG(45, 46))
+	s := mlpSpec(4, 3)
+	good, _ := lowRankOperand(rng, mlpParams(rng, 2, 4, 3, 2), 2, "W2")
+	both := Operand{Params: mlpParams(rng, 2, 4, 3, 2), LowRank: good.LowRank}
+	badShape, _ := lowRankOperand(rng, mlpParams(rng, 2, 4, 3, 2), 2, "W2")
+	badShape.LowRank["W2"] = &LowRank{Shape: []int{3, 4}, Rank: 2, U: make([]float32, 5), V: make([]float32, 8)}
+	nan, _ := lowRankOperand(rng, mlpParams(rng, 2, 4, 3, 2), 2, "W2")
+	nan.LowRank["W2"].V[3] = float32(math.Inf(1))
+	for _, c := range []struct {
+		name   string
+		source Operand
+		want   string
+	}{
+		{"both", both, `source: group 0 ("h1"): member 2 (param "W2", axis 1): given both dense and low rank`},
+		{"factor sizes", badShape, "factors have 5 and 8 values, want 6 and 8"},
+		{"non-finite", nan, `source parameter "W2": factor V element 3 is +Inf`},
+	} {
+		m := NewMatcher(s, MatcherOptions{})
+		if err := m.AddOperands(1, good, c.source); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to contain %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestObjectiveLowRankForms(t *testing.T) {
+	// The matching objective of a pair is the same whichever side is held as factors (computed
+	// on the factors, or by expanding the low-rank side against the dense one), up to the
+	// float32 rounding of the factor products relative to the norms.
+	rng := rand.New(rand.NewPCG(47, 48))
+	s := mlpSpec(12, 9)
+	to, td := lowRankOperand(rng, mlpParams(rng, 10, 12, 9, 3), 2, "W1", "W2")
+	so, sd := lowRankOperand(rng, mlpParams(rng, 10, 12, 9, 3), 3, "W1", "W2")
+	dense := func(p Params) Operand { return Operand{Params: p} }
+	for trial := 0; trial < 3; trial++ {
+		pi := Random(s, rng)
+		want := directObjective(t, s, pi, []weightedPair{{2, td, sd}})
+		for _, c := range []struct {
+			name           string
+			target, source Operand
+		}{{"factored", to, so}, {"target factored", to, dense(sd)}, {"source factored", dense(td), so}} {
+			m := NewMatcher(s, MatcherOptions{})
+			if err := m.AddOperands(2, c.target, c.source); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.objective(pi); math.Abs(got-want) > 1e-5*m.scale {
+				t.Errorf("%s: objective %v, direct %v", c.name, got, want)
+			}
+		}
+	}
+}

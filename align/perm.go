@@ -161,6 +161,35 @@ func (p Perm) Apply(s Spec, params Params) (Params, error) {
 	return out, nil
 }
 
+// ApplyInto is Apply writing into dst instead of new tensors: for every parameter of src, dst
+// must hold a tensor of the same shape, which receives the permuted values (parameters the spec
+// does not name are copied unchanged). dst's tensors must not share memory with src's. It
+// fails, leaving dst unchanged, under the conditions of Apply or when dst lacks a parameter or
+// has another shape.
+func (p Perm) ApplyInto(s Spec, dst, src Params) error {
+	if err := s.validate(src); err != nil {
+		return fmt.Errorf("align: apply: spec: %w", err)
+	}
+	if err := p.validate(s); err != nil {
+		return fmt.Errorf("align: apply: perm: %w", err)
+	}
+	for name, t := range src {
+		d := dst[name]
+		if d == nil || !slices.Equal(d.Shape, t.Shape) || len(d.Data) != len(t.Data) {
+			return fmt.Errorf("align: apply: destination parameter %q is missing or not shaped %v", name, t.Shape)
+		}
+	}
+	axes := s.paramAxes()
+	for name, t := range src {
+		if ax, ok := axes[name]; ok {
+			gather(dst[name].Data, t.Data, 0, p.offsetTables(t.Shape, ax, -1))
+		} else {
+			copy(dst[name].Data, t.Data)
+		}
+	}
+	return nil
+}
+
 // axisPerm records that one axis of a parameter is permuted by a group with a block size.
 type axisPerm struct {
 	axis, group, block int

@@ -177,3 +177,26 @@ func TestApplyErrors(t *testing.T) {
 		t.Fatalf("bad perm: %v", err)
 	}
 }
+
+func TestApplyInto(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	s := convSpec(5)
+	src := convParams(rng, 5)
+	src["other"] = randTensor(rng, 3)
+	p := Random(s, rng)
+	want := mustApply(t, p, s, src)
+	dst := Params{}
+	for name, x := range src {
+		dst[name] = &Tensor{Shape: slices.Clone(x.Shape), Data: make([]float32, len(x.Data))}
+	}
+	if err := p.ApplyInto(s, dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if !paramsEqual(dst, want) {
+		t.Fatal("ApplyInto differs from Apply")
+	}
+	delete(dst, "other")
+	if err := p.ApplyInto(s, dst, src); err == nil || !strings.Contains(err.Error(), `destination parameter "other" is missing`) {
+		t.Fatalf("missing destination: %v", err)
+	}
+}

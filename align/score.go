@@ -3,23 +3,39 @@ package align
 import (
 	"runtime"
 	"sync"
-	"sync/atomic"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 )
 
-// panelElems bounds the size of the float64 row panels buildScore gathers before one matrix
-// product (per panel: 4 Mi elements, 32 MiB), unless a single member block is larger. It is a
-// variable so that tests can force several panels.
-var panelElems = 1 << 22
+// Sizes of buildScore's workspace, in float32 elements; variables so that tests can force the
+// edge cases (several panels, several row blocks, several inner chunks).
+var (
+	// panelElems bounds each of the two slab panels (per panel 2 Mi elements, 8 MiB), unless a
+	// single member's columns are wider.
+	panelElems = 1 << 21
+	// blockElems bounds the float32 row block of the product before it is added to the score
+	// (1 Mi elements, 4 MiB).
+	blockElems = 1 << 20
+	// chunkCols bounds the inner dimension of one float32 product: longer dot products are
+	// split and the parts summed in float64, which bounds the float32 rounding error.
+	chunkCols = 1024
+)
 
 // scoreWork is the reusable workspace of buildScore.
 type scoreWork struct {
-	a, b []float64
+	a, b   []float32 // slab panels, n x ld
+	c      []float32 // one row block of a b^T
+	k, mk  []float32 // factored scores: V_t V_s'^T and K U_s
+	perm   []float32 // V_s with its columns permuted
+	row    []float64 // one expanded row of a low-rank operand
+	others []int     // index map of a low-rank operand's other axis
 }
 
-// buildScore writes into s (Size x Size, row-major) the score matrix of group g under the
-// current permutation pi of the other groups:
+// buildScore adds to s (Size x Size, row-major) the score matrix of group g over the pairs
+// m.pairs[from:] under the current permutation pi of the other groups:
 //
-//	s[i][j] = sum_pairs w * sum_{members (P, axis, block) of g} <T_P[i], P'_P[j]>
+//	s[i][j] += sum_pairs w * sum_{members (P, axis, block) of g} <T_P[i], P'_P[j]>
 //
 // where T_P[i] is the slab of the target tensor P at positions i*block..i*block+block-1 of the
 // member axis (all other axes included, flattened), and P'_P[j] is the same slab of the source
@@ -28,165 +44,214 @@ type scoreWork struct {
 // correlation sum_pairs w <T, pi(S)> that depends on pi_g, so maximising it over pi_g minimises
 // the objective over pi_g.
 //
-// The slabs are gathered as float64 rows, the target rows scaled by w, and concatenated along
-// the inner dimension across members and pairs into panels A and B (Size rows each); every full
-// panel is flushed with one product s += A B^T.
-func (m *Matcher) buildScore(g int, pi Perm, s []float64, ws *scoreWork) {
+// Each member of each pair contributes columns to two float32 panels A and B (Size rows each):
+// a dense member its slabs, a factored low-rank member (see AddOperands) the rows of U_t and of
+// (V_t V_s'^T) U_s, block position by block position. Full panels, and panels before the pair
+// weight changes, are flushed with s += w A B^T: float32 products through gonum's BLAS (OpenBLAS
+// in the openblas build) over inner chunks of at most chunkCols columns, each added to s in
+// float64.
+func (m *Matcher) buildScore(g int, pi Perm, s []float64, from int) {
 	n := m.spec.Groups[g].Size
-	clear(s[:n*n])
-	// Panel width: all blocks if they fit, else as many columns as panelElems allows, but at
-	// least the widest single block.
+	pairs := m.pairs[from:]
 	total, widest := 0, 0
-	for _, mem := range m.members[g] {
-		k := len(m.pairs[0].target[mem.param].Data) / n
-		total += k * len(m.pairs)
-		widest = max(widest, k)
+	for _, pr := range pairs {
+		for _, mem := range m.members[g] {
+			cols, _ := m.memberCols(pr, mem, n)
+			total += cols
+			widest = max(widest, cols)
+		}
 	}
 	ld := min(total, max(widest, panelElems/n))
 	if ld == 0 {
 		return
 	}
-	if len(ws.a) < n*ld {
-		ws.a = make([]float64, n*ld)
-		ws.b = make([]float64, n*ld)
-	}
-	a, b := ws.a[:n*ld], ws.b[:n*ld]
-	col := 0
-	for _, pr := range m.pairs {
+	ws := &m.work
+	a, b := grow(&ws.a, n*ld), grow(&ws.b, n*ld)
+	col, w := 0, 0.0
+	for _, pr := range pairs {
+		if pr.w == 0 {
+			continue
+		}
 		for _, mem := range m.members[g] {
-			t, src := pr.target[mem.param], pr.source[mem.param]
-			k := len(t.Data) / n
-			if k == 0 {
+			cols, factored := m.memberCols(pr, mem, n)
+			if cols == 0 {
 				continue
 			}
-			if col+k > ld {
-				addABt(s, a, b, n, col, ld)
+			if col > 0 && (col+cols > ld || pr.w != w) {
+				addABt(s, w, a, b, n, col, ld, &ws.c)
 				col = 0
 			}
-			shape := t.Shape
-			tabsT := identityTables(shape)
-			tabsS := pi.offsetTables(shape, m.axes[mem.param], mem.axis)
-			otherT := append(append([][]int(nil), tabsT[:mem.axis]...), tabsT[mem.axis+1:]...)
-			otherS := append(append([][]int(nil), tabsS[:mem.axis]...), tabsS[mem.axis+1:]...)
-			rest := k / mem.block
-			for l, off := range tabsT[mem.axis] {
-				at := (l/mem.block)*ld + col + (l%mem.block)*rest
-				gather(a[at:at+rest], t.Data, off, otherT)
-				gather(b[at:at+rest], src.Data, tabsS[mem.axis][l], otherS)
+			w = pr.w
+			if factored {
+				m.factoredSlabs(pr, mem, pi, n, a, b, ld, col)
+			} else {
+				m.denseSlabs(pr, mem, pi, n, a, b, ld, col)
 			}
-			if pr.w != 1 {
-				for i := 0; i < n; i++ {
-					blk := a[i*ld+col : i*ld+col+k]
-					for x := range blk {
-						blk[x] *= pr.w
-					}
-				}
-			}
-			col += k
+			col += cols
 		}
 	}
 	if col > 0 {
-		addABt(s, a, b, n, col, ld)
+		addABt(s, w, a, b, n, col, ld, &ws.c)
 	}
 }
 
-// Blocking of addABt: rows of c per task, and the inner-dimension chunk kept in cache.
-const (
-	gemmRows = 32
-	gemmK    = 256
-)
+// memberCols returns the number of panel columns the member contributes for the pair, and
+// whether it is scored in factored form: both sides low rank, with the target's rank below the
+// length of the parameter's other axis (then block*rank columns replace block*length).
+func (m *Matcher) memberCols(pr pair, mem memberRef, n int) (int, bool) {
+	t, s := pr.target[mem.param], pr.source[mem.param]
+	shape := t.shape()
+	size := 1
+	for _, d := range shape {
+		size *= d
+	}
+	if n == 0 || size == 0 {
+		return 0, false
+	}
+	if t.lr != nil && s.lr != nil && t.lr.Rank < shape[1-mem.axis] {
+		return mem.block * t.lr.Rank, true
+	}
+	return size / n, false
+}
 
-// addABt adds a b^T to c: c[i*n+j] += sum_{t<k} a[i*ld+t] * b[j*ld+t], for n x k panels a and b
-// with row stride ld. Row blocks of c are shared out to GOMAXPROCS goroutines. Every element is
-// accumulated in the same order (k-chunks of gemmK, each summed from zero and then added to c)
-// whatever the tiling or the number of goroutines, so the result is deterministic.
-func addABt(c, a, b []float64, n, k, ld int) {
-	blocks := (n + gemmRows - 1) / gemmRows
-	workers := min(runtime.GOMAXPROCS(0), blocks)
-	var next atomic.Int64
-	work := func() {
-		for {
-			blk := int(next.Add(1)) - 1
-			if blk >= blocks {
-				return
+// denseSlabs writes the member's slabs of the pair into columns col.. of the panels: for group
+// element i and block position r, the slab at axis position i*block+r fills columns
+// col+r*rest..col+r*rest+rest-1 of row i (rest = slab length). A low-rank side is expanded
+// row by row.
+func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []float32, ld, col int) {
+	t, src := pr.target[mem.param], pr.source[mem.param]
+	shape := t.shape()
+	size := 1
+	for _, d := range shape {
+		size *= d
+	}
+	rest := size / n / mem.block
+	tabsT := identityTables(shape)
+	tabsS := pi.offsetTables(shape, m.axes[mem.param], mem.axis)
+	without := func(tabs [][]int) [][]int {
+		return append(append([][]int(nil), tabs[:mem.axis]...), tabs[mem.axis+1:]...)
+	}
+	for _, side := range []struct {
+		o     operand
+		tabs  [][]int
+		panel []float32
+	}{{t, tabsT, a}, {src, tabsS, b}} {
+		other := without(side.tabs)
+		if side.o.dense != nil {
+			for l, off := range side.tabs[mem.axis] {
+				at := (l/mem.block)*ld + col + (l%mem.block)*rest
+				gather(side.panel[at:at+rest], side.o.dense.Data, off, other)
 			}
-			i0, i1 := blk*gemmRows, min(blk*gemmRows+gemmRows, n)
-			for k0 := 0; k0 < k; k0 += gemmK {
-				gemmBlock(c, a, b, n, ld, i0, i1, k0, min(k0+gemmK, k))
+			continue
+		}
+		lr, idx := m.oriented(side.o.lr, mem.axis, other[0])
+		row := grow(&m.work.row, rest)
+		for l := range side.tabs[mem.axis] {
+			at := (l/mem.block)*ld + col + (l%mem.block)*rest
+			lr.row(l, idx, row) // the member axis itself is never permuted here
+			for x, v := range row {
+				side.panel[at+x] = float32(v)
 			}
 		}
 	}
+}
+
+// oriented returns the low-rank operand with the member axis as its rows (transposed for a
+// member on axis 1), and the column index map of its other axis from that axis' offset table.
+func (m *Matcher) oriented(l *LowRank, axis int, otherTab []int) (*LowRank, []int) {
+	stride := 1
+	if axis == 1 {
+		l, stride = l.transposed(), l.Shape[1]
+	}
+	idx := grow(&m.work.others, len(otherTab))
+	for x, off := range otherTab {
+		idx[x] = off / stride
+	}
+	return l, idx
+}
+
+// factoredSlabs writes the factored columns of a low-rank member into columns col.. of the
+// panels. With the member axis as rows, T = U_t^T V_t and S' = U_s^T V_s' (the other axis
+// permuted), <T[p], S'[q]> = sum_t U_t[t][p] M[t][q] with M = (V_t V_s'^T) U_s; for group element
+// i and block position r, row i of A takes U_t[.][i*block+r] and row i of B takes
+// M[.][i*block+r], in columns col+r*rank..col+r*rank+rank-1.
+func (m *Matcher) factoredSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []float32, ld, col int) {
+	shape := pr.target[mem.param].shape()
+	tabs := pi.offsetTables(shape, m.axes[mem.param], mem.axis)
+	t, _ := m.oriented(pr.target[mem.param].lr, mem.axis, tabs[1-mem.axis])
+	s, idx := m.oriented(pr.source[mem.param].lr, mem.axis, tabs[1-mem.axis])
+	rows, width := t.Shape[0], t.Shape[1]
+	vs := s.V
+	identity := true
+	for x, c := range idx {
+		identity = identity && x == c
+	}
+	if !identity {
+		vs = grow(&m.work.perm, s.Rank*width)
+		for u := 0; u < s.Rank; u++ {
+			src, dst := s.V[u*width:u*width+width], vs[u*width:u*width+width]
+			for x, c := range idx {
+				dst[x] = src[c]
+			}
+		}
+	}
+	rt, rs := t.Rank, s.Rank
+	k := grow(&m.work.k, rt*rs)
+	mk := grow(&m.work.mk, rt*rows)
+	impl := blas32.Implementation()
+	if rs > 0 && width > 0 {
+		impl.Sgemm(blas.NoTrans, blas.Trans, rt, rs, width, 1, t.V, width, vs, width, 0, k, rs)
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, rt, rows, rs, 1, k, rs, s.U, rows, 0, mk, rows)
+	} else {
+		clear(mk)
+	}
+	for tt := 0; tt < rt; tt++ {
+		u, v := t.U[tt*rows:(tt+1)*rows], mk[tt*rows:(tt+1)*rows]
+		for p := range u {
+			at := (p/mem.block)*ld + col + (p%mem.block)*rt + tt
+			a[at], b[at] = u[p], v[p]
+		}
+	}
+}
+
+// addABt adds w a b^T to s: s[i*n+j] += w * sum_{t<k} a[i*ld+t] * b[j*ld+t], for n x k panels a
+// and b with row stride ld. The products are float32 matrix products over inner chunks of at most
+// chunkCols columns, computed for blocks of rows into c (grown as needed) and then added to s in
+// float64, shared out to GOMAXPROCS goroutines.
+func addABt(s []float64, w float64, a, b []float32, n, k, ld int, c *[]float32) {
+	rowsPer := max(1, min(n, blockElems/n))
+	cb := grow(c, rowsPer*n)
+	impl := blas32.Implementation()
+	for i0 := 0; i0 < n; i0 += rowsPer {
+		rows := min(rowsPer, n-i0)
+		for k0 := 0; k0 < k; k0 += chunkCols {
+			kc := min(chunkCols, k-k0)
+			impl.Sgemm(blas.NoTrans, blas.Trans, rows, n, kc, 1, a[i0*ld+k0:], ld, b[k0:], ld, 0, cb, n)
+			addScaled(s[i0*n:(i0+rows)*n], w, cb[:rows*n])
+		}
+	}
+}
+
+// addScaled adds w*x to dst in float64, in parallel for long slices.
+func addScaled(dst []float64, w float64, x []float32) {
+	const minPerWorker = 1 << 16
+	workers := min(runtime.GOMAXPROCS(0), len(dst)/minPerWorker)
 	if workers <= 1 {
-		work()
+		for i, v := range x {
+			dst[i] += w * float64(v)
+		}
 		return
 	}
+	per := (len(dst) + workers - 1) / workers
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Go(work)
+	for lo := 0; lo < len(dst); lo += per {
+		hi := min(lo+per, len(dst))
+		wg.Go(func() {
+			d, v := dst[lo:hi], x[lo:hi]
+			for i, y := range v {
+				d[i] += w * float64(y)
+			}
+		})
 	}
 	wg.Wait()
-}
-
-// gemmBlock adds to rows i0..i1-1 of c the products over the inner range k0..k1-1, with a
-// 2x4 register tile and scalar edges.
-func gemmBlock(c, a, b []float64, n, ld, i0, i1, k0, k1 int) {
-	i := i0
-	for ; i+2 <= i1; i += 2 {
-		a0 := a[i*ld+k0 : i*ld+k1]
-		a1 := a[(i+1)*ld+k0 : (i+1)*ld+k1]
-		a1 = a1[:len(a0)]
-		c0 := c[i*n : i*n+n]
-		c1 := c[(i+1)*n : (i+1)*n+n]
-		j := 0
-		for ; j+4 <= n; j += 4 {
-			b0 := b[j*ld+k0 : j*ld+k1]
-			b1 := b[(j+1)*ld+k0 : (j+1)*ld+k1]
-			b2 := b[(j+2)*ld+k0 : (j+2)*ld+k1]
-			b3 := b[(j+3)*ld+k0 : (j+3)*ld+k1]
-			b0, b1, b2, b3 = b0[:len(a0)], b1[:len(a0)], b2[:len(a0)], b3[:len(a0)]
-			var s00, s01, s02, s03, s10, s11, s12, s13 float64
-			for t, x0 := range a0 {
-				x1 := a1[t]
-				y0, y1, y2, y3 := b0[t], b1[t], b2[t], b3[t]
-				s00 += x0 * y0
-				s01 += x0 * y1
-				s02 += x0 * y2
-				s03 += x0 * y3
-				s10 += x1 * y0
-				s11 += x1 * y1
-				s12 += x1 * y2
-				s13 += x1 * y3
-			}
-			c0[j] += s00
-			c0[j+1] += s01
-			c0[j+2] += s02
-			c0[j+3] += s03
-			c1[j] += s10
-			c1[j+1] += s11
-			c1[j+2] += s12
-			c1[j+3] += s13
-		}
-		for ; j < n; j++ {
-			bj := b[j*ld+k0 : j*ld+k1]
-			c0[j] += dot(a0, bj)
-			c1[j] += dot(a1, bj)
-		}
-	}
-	for ; i < i1; i++ {
-		ai := a[i*ld+k0 : i*ld+k1]
-		ci := c[i*n : i*n+n]
-		for j := range ci {
-			ci[j] += dot(ai, b[j*ld+k0:j*ld+k1])
-		}
-	}
-}
-
-// dot returns sum_t x[t]*y[t], accumulated in order from zero; len(y) >= len(x).
-func dot(x, y []float64) float64 {
-	y = y[:len(x)]
-	s := 0.0
-	for t, v := range x {
-		s += v * y[t]
-	}
-	return s
 }

@@ -10,14 +10,17 @@ import (
 // (P, axis, block) and every element of the target tensor at axis position l = i*block+r, it
 // multiplies by the element of the source (with the other groups permuted by pi and group g
 // left alone) at the same position but axis position j*block+r.
-func naiveScore(t *testing.T, s Spec, g int, pi Perm, pairs []weightedPair) []float64 {
+//
+// It also returns the same sum over the absolute values of the products, which bounds the
+// rounding error of computing the entries in float32 (see TestBuildScoreMatchesNaive).
+func naiveScore(t *testing.T, s Spec, g int, pi Perm, pairs []weightedPair) (score, abs []float64) {
 	t.Helper()
 	n := s.Groups[g].Size
 	others := pi.clone()
 	for i := range others[g] {
 		others[g][i] = i
 	}
-	out := make([]float64, n*n)
+	score, abs = make([]float64, n*n), make([]float64, n*n)
 	for _, p := range pairs {
 		ps := mustApply(t, others, s, p.source)
 		for _, m := range s.Groups[g].Members {
@@ -28,14 +31,48 @@ func naiveScore(t *testing.T, s Spec, g int, pi Perm, pairs []weightedPair) []fl
 				i, r := l/m.Block, l%m.Block
 				base := e - l*st[m.Axis]
 				for j := 0; j < n; j++ {
-					out[i*n+j] += p.w * float64(v) * float64(ss.Data[base+(j*m.Block+r)*st[m.Axis]])
+					x := p.w * float64(v) * float64(ss.Data[base+(j*m.Block+r)*st[m.Axis]])
+					score[i*n+j] += x
+					abs[i*n+j] += math.Abs(x)
 				}
 			}
 		}
 	}
-	return out
+	return score, abs
 }
 
+// randLowRank returns a random rank-r matrix of the given shape, held as factors.
+func randLowRank(rng *rand.Rand, rows, cols, r int) *LowRank {
+	l := &LowRank{Shape: []int{rows, cols}, Rank: r, U: make([]float32, r*rows), V: make([]float32, r*cols)}
+	for _, f := range [][]float32{l.U, l.V} {
+		for i := range f {
+			f[i] = float32(rng.NormFloat64())
+		}
+	}
+	return l
+}
+
+// absDense returns |U|^T |V|, the elementwise bound of the products that make up U^T V.
+func absDense(l *LowRank) *Tensor {
+	a := &LowRank{Shape: l.Shape, Rank: l.Rank, U: make([]float32, len(l.U)), V: make([]float32, len(l.V))}
+	for i, v := range l.U {
+		a.U[i] = float32(math.Abs(float64(v)))
+	}
+	for i, v := range l.V {
+		a.V[i] = float32(math.Abs(float64(v)))
+	}
+	return a.Dense()
+}
+
+// TestBuildScoreMatchesNaive compares buildScore with naiveScore on dense and low-rank operands,
+// with the workspace sizes forced small so that several panels, row blocks and inner chunks are
+// used. The products are float32: each entry is a sum of float32 dot products of at most
+// min(chunkCols, panel columns) terms (here at most 400: 4 pairs of at most 82 columns), and
+// for factored members of two more float32 products whose lengths are the other axis and the
+// rank (at most 64 together). The rounding error of a float32 sum of L products is at most about
+// L*2^-24 times the sum of their absolute values, so we allow twice that with L = 400+64 (for
+// low-rank operands the absolute sum is taken over the expanded |U|^T |V|, which bounds the
+// factored products' terms).
 func TestBuildScoreMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	// A spec mixing a 4-D conv weight permuted on both channel axes by different groups, a
@@ -43,7 +80,7 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 	s := Spec{Groups: []Group{
 		{Name: "c1", Size: 5, Members: []Member{{"K1", 0, 1}, {"k1", 0, 1}, {"K2", 1, 1}}},
 		{Name: "c2", Size: 7, Members: []Member{{"K2", 0, 1}, {"D", 1, 6}}},
-		{Name: "h", Size: 3, Members: []Member{{"D", 0, 1}, {"E", 1, 1}}},
+		{Name: "h", Size: 3, Members: []Member{{"D", 0, 1}, {"E", 1, 1}, {"F", 0, 1}}},
 	}}
 	mk := func() Params {
 		return Params{
@@ -52,51 +89,129 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 			"K2": randTensor(rng, 7, 5, 3, 3),
 			"D":  randTensor(rng, 3, 42),
 			"E":  randTensor(rng, 4, 3),
+			"F":  randTensor(rng, 3, 40),
 		}
 	}
-	pairs := []weightedPair{{1, mk(), mk()}, {0.25, mk(), mk()}, {3, mk(), mk()}}
-	for _, panel := range []int{1 << 22, 1} { // one panel; one panel per member block
-		saved := panelElems
-		panelElems = panel
-		m := newMatcher(t, s, MatcherOptions{}, pairs)
+	// Low-rank operands: D (rank 2 < 3 rows, factored with block 6 and its rows permuted by h
+	// for the c2 member), F (rank 2 < 40 columns: factored), E (rank 5 >= both sides: expanded).
+	lowRank := func() map[string]*LowRank {
+		return map[string]*LowRank{"D": randLowRank(rng, 3, 42, 2), "E": randLowRank(rng, 4, 3, 5), "F": randLowRank(rng, 3, 40, 2)}
+	}
+	dense := func(o Operand) Params {
+		p := Params{}
+		for k, v := range o.Params {
+			p[k] = v
+		}
+		for k, v := range o.LowRank {
+			p[k] = v.Dense()
+		}
+		return p
+	}
+	bound := func(o Operand) Params {
+		p := Params{}
+		for k, v := range o.Params {
+			a := &Tensor{Shape: v.Shape, Data: make([]float32, len(v.Data))}
+			for i, x := range v.Data {
+				a.Data[i] = float32(math.Abs(float64(x)))
+			}
+			p[k] = a
+		}
+		for k, v := range o.LowRank {
+			p[k] = absDense(v)
+		}
+		return p
+	}
+	split := func(p Params, low map[string]*LowRank) Operand {
+		o := Operand{Params: Params{}, LowRank: low}
+		for k, v := range p {
+			if low[k] == nil {
+				o.Params[k] = v
+			}
+		}
+		return o
+	}
+	type opPair struct {
+		w              float64
+		target, source Operand
+	}
+	pairs := []opPair{
+		{1, split(mk(), nil), split(mk(), nil)},
+		{0.25, split(mk(), lowRank()), split(mk(), lowRank())}, // factored
+		{3, split(mk(), lowRank()), split(mk(), nil)},          // low rank against dense: expanded
+		{0.25, split(mk(), lowRank()), split(mk(), lowRank())}, // back to the weight of pair 1
+	}
+	var exact, abs []weightedPair
+	for _, p := range pairs {
+		exact = append(exact, weightedPair{p.w, dense(p.target), dense(p.source)})
+		abs = append(abs, weightedPair{p.w, bound(p.target), bound(p.source)})
+	}
+	saved := []int{panelElems, blockElems, chunkCols}
+	defer func() { panelElems, blockElems, chunkCols = saved[0], saved[1], saved[2] }()
+	for _, sizes := range [][3]int{{1 << 22, 1 << 21, 1024}, {1, 1, 7}, {60, 20, 3}} {
+		panelElems, blockElems, chunkCols = sizes[0], sizes[1], sizes[2]
+		m := NewMatcher(s, MatcherOptions{})
+		for _, p := range pairs {
+			if err := m.AddOperands(p.w, p.target, p.source); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for trial := 0; trial < 3; trial++ {
 			pi := Random(s, rng)
-			var ws scoreWork
 			for g, gr := range s.Groups {
-				got := make([]float64, gr.Size*gr.Size)
-				m.buildScore(g, pi, got, &ws)
-				want := naiveScore(t, s, g, pi, pairs)
+				// From scratch, and as the sum of two partial builds (the score cache's path).
+				full := make([]float64, gr.Size*gr.Size)
+				m.buildScore(g, pi, full, 0)
+				parts := make([]float64, gr.Size*gr.Size)
+				m.buildScore(g, pi, parts, 0)
+				clear(parts)
+				m.pairs = m.pairs[:2]
+				m.buildScore(g, pi, parts, 0)
+				m.pairs = m.pairs[:len(pairs)]
+				m.buildScore(g, pi, parts, 2)
+				want, _ := naiveScore(t, s, g, pi, exact)
+				_, absSum := naiveScore(t, s, g, pi, abs)
 				for k := range want {
-					if math.Abs(got[k]-want[k]) > 1e-9*(1+math.Abs(want[k])) {
-						t.Fatalf("panel %d group %d entry %d: got %v, want %v", panel, g, k, got[k], want[k])
+					tol := 2 * float64(min(chunkCols, 400)+64) * 0x1p-24 * absSum[k]
+					if math.Abs(full[k]-want[k]) > tol || math.Abs(parts[k]-want[k]) > tol {
+						t.Fatalf("sizes %v group %d entry %d: got %v (in parts %v), want %v ± %v", sizes, g, k, full[k], parts[k], want[k], tol)
 					}
 				}
 			}
 		}
-		panelElems = saved
 	}
 }
 
 func TestAddABt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
-	for _, c := range []struct{ n, k, ld int }{{1, 1, 1}, {3, 5, 7}, {6, 300, 300}, {37, 513, 520}, {70, 3, 3}} {
-		a, b := make([]float64, c.n*c.ld), make([]float64, c.n*c.ld)
+	saved := []int{blockElems, chunkCols}
+	defer func() { blockElems, chunkCols = saved[0], saved[1] }()
+	for _, c := range []struct{ n, k, ld, block, chunk int }{
+		{1, 1, 1, 1 << 21, 1024}, {3, 5, 7, 1, 2}, {6, 300, 300, 12, 64}, {37, 513, 520, 100, 1024}, {70, 3, 3, 1 << 21, 1},
+	} {
+		blockElems, chunkCols = c.block, c.chunk
+		a, b := make([]float32, c.n*c.ld), make([]float32, c.n*c.ld)
 		for i := range a {
-			a[i], b[i] = rng.NormFloat64(), rng.NormFloat64()
+			a[i], b[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
 		}
 		got := make([]float64, c.n*c.n)
 		for i := range got {
 			got[i] = float64(i)
 		}
-		addABt(got, a, b, c.n, c.k, c.ld)
+		var work []float32
+		addABt(got, 0.5, a, b, c.n, c.k, c.ld, &work)
 		for i := 0; i < c.n; i++ {
 			for j := 0; j < c.n; j++ {
-				want := float64(i*c.n + j)
+				want, abs := 0.0, 0.0
 				for x := 0; x < c.k; x++ {
-					want += a[i*c.ld+x] * b[j*c.ld+x]
+					p := float64(a[i*c.ld+x]) * float64(b[j*c.ld+x])
+					want += p
+					abs += math.Abs(p)
 				}
-				if d := got[i*c.n+j] - want; math.Abs(d) > 1e-9*(1+math.Abs(want)) {
-					t.Fatalf("n=%d k=%d: c[%d][%d] = %v, want %v", c.n, c.k, i, j, got[i*c.n+j], want)
+				want = float64(i*c.n+j) + 0.5*want
+				// float32 dot products of at most min(k, chunk) terms: see TestBuildScoreMatchesNaive.
+				tol := 2 * float64(min(c.k, c.chunk)) * 0x1p-24 * abs
+				if d := got[i*c.n+j] - want; math.Abs(d) > tol {
+					t.Fatalf("n=%d k=%d: c[%d][%d] = %v, want %v ± %v", c.n, c.k, i, j, got[i*c.n+j], want, tol)
 				}
 			}
 		}

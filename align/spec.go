@@ -1,6 +1,7 @@
 package align
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -53,6 +54,24 @@ func (s Spec) Validate(p Params) error {
 
 // validate is Validate without the package prefix.
 func (s Spec) validate(p Params) error {
+	return s.validateShapes(func(name string) ([]int, error) {
+		t, ok := p[name]
+		if !ok || t == nil {
+			return nil, errNoParam
+		}
+		if err := t.check(); err != nil {
+			return nil, err
+		}
+		return t.Shape, nil
+	})
+}
+
+// errNoParam is what a shape lookup returns for a parameter it does not hold.
+var errNoParam = errors.New("no such parameter")
+
+// validateShapes is validate on the shapes that shape returns for each parameter name (or the
+// error that makes the parameter unusable).
+func (s Spec) validateShapes(shape func(name string) ([]int, error)) error {
 	type axisKey struct {
 		param string
 		axis  int
@@ -64,21 +83,18 @@ func (s Spec) validate(p Params) error {
 		}
 		for mi, m := range g.Members {
 			where := fmt.Sprintf("%s: member %d (param %q, axis %d)", s.groupLabel(gi), mi, m.Param, m.Axis)
-			t, ok := p[m.Param]
-			if !ok || t == nil {
-				return fmt.Errorf("%s: no such parameter", where)
-			}
-			if err := t.check(); err != nil {
+			dims, err := shape(m.Param)
+			if err != nil {
 				return fmt.Errorf("%s: %w", where, err)
 			}
-			if m.Axis < 0 || m.Axis >= len(t.Shape) {
-				return fmt.Errorf("%s: axis out of range for shape %v", where, t.Shape)
+			if m.Axis < 0 || m.Axis >= len(dims) {
+				return fmt.Errorf("%s: axis out of range for shape %v", where, dims)
 			}
 			if m.Block < 1 {
 				return fmt.Errorf("%s: block %d, want >= 1", where, m.Block)
 			}
-			if t.Shape[m.Axis] != g.Size*m.Block {
-				return fmt.Errorf("%s: axis length %d != size %d * block %d", where, t.Shape[m.Axis], g.Size, m.Block)
+			if dims[m.Axis] != g.Size*m.Block {
+				return fmt.Errorf("%s: axis length %d != size %d * block %d", where, dims[m.Axis], g.Size, m.Block)
 			}
 			k := axisKey{m.Param, m.Axis}
 			if prev, dup := owner[k]; dup {

@@ -26,7 +26,7 @@ func newRunner(m *graph.Model, batch int) (*runner, error) {
 	return &runner{m: m, batch: batch, sessions: map[int]*graph.Session{}}, nil
 }
 
-// session returns the session for n examples, with parameters p.
+// session returns the session for n examples, with parameters p (nil: as they were).
 func (r *runner) session(n int, p align.Params) (*graph.Session, error) {
 	s, ok := r.sessions[n]
 	if !ok {
@@ -35,6 +35,9 @@ func (r *runner) session(n int, p align.Params) (*graph.Session, error) {
 			return nil, err
 		}
 		r.sessions[n] = s
+	}
+	if p == nil {
+		return s, nil
 	}
 	return s, s.SetParams(p)
 }
@@ -58,42 +61,76 @@ func (r *runner) load(data dataset.Source, idx []int) ([]float32, []int64, error
 	return x, y, nil
 }
 
-// grad returns the mean loss and the gradient of the trainable parameters at p, averaged over
-// the given batches of data.
-func (r *runner) grad(p align.Params, data dataset.Source, batches [][]int) (float64, align.Params, error) {
-	var total align.Params
+// update lets f write the parameters of the runner's main session (its batch size) in place,
+// for the next calls with nil parameters (see graph.Session.UpdateParams).
+func (r *runner) update(f func(align.Params) error) error {
+	s, err := r.session(r.batch, nil)
+	if err != nil {
+		return err
+	}
+	return s.UpdateParams(f)
+}
+
+// grad returns the mean loss and the gradient of the trainable parameters at p (nil: the
+// parameters last written by update, for batches of the runner's size only), averaged over the
+// given batches of data, with the weight gradients of dense layers as low-rank factors where
+// that is smaller (graph.Session.LossAndFactoredGrad): the average of g batches' factors
+// U_b^T V_b is U^T V with the U_b/g and the V_b stacked, of g times the rank.
+func (r *runner) grad(p align.Params, data dataset.Source, batches [][]int) (float64, align.Operand, error) {
+	var total align.Operand
 	var loss float64
+	scale := 1 / float32(len(batches))
+	set := map[int]bool{}
 	for _, idx := range batches {
-		s, err := r.session(len(idx), p)
+		if p == nil && len(idx) != r.batch {
+			return 0, align.Operand{}, fmt.Errorf("convert: a batch of %d examples without parameters for it", len(idx))
+		}
+		s, err := r.session(len(idx), nil)
 		if err != nil {
-			return 0, nil, err
+			return 0, align.Operand{}, err
+		}
+		if p != nil && !set[len(idx)] { // once per session
+			if err := s.SetParams(p); err != nil {
+				return 0, align.Operand{}, err
+			}
+			set[len(idx)] = true
 		}
 		x, y, err := r.load(data, idx)
 		if err != nil {
-			return 0, nil, err
+			return 0, align.Operand{}, err
 		}
-		l, g, err := s.LossAndGrad(x, y)
+		l, g, err := s.LossAndFactoredGrad(x, y)
 		if err != nil {
-			return 0, nil, err
+			return 0, align.Operand{}, err
 		}
 		loss += l / float64(len(batches))
-		if total == nil {
-			total = g
-			if len(batches) > 1 {
-				for _, t := range total {
-					for i := range t.Data {
-						t.Data[i] /= float32(len(batches))
-					}
+		if len(batches) > 1 {
+			for _, t := range g.Params {
+				for i := range t.Data {
+					t.Data[i] *= scale
 				}
 			}
+			for _, f := range g.LowRank {
+				for i := range f.U {
+					f.U[i] *= scale
+				}
+			}
+		}
+		if total.Params == nil {
+			total = g
 			continue
 		}
-		addInto(total, 1/float32(len(batches)), g)
+		addInto(total.Params, 1, g.Params)
+		for name, f := range total.LowRank {
+			h := g.LowRank[name]
+			f.U, f.V, f.Rank = append(f.U, h.U...), append(f.V, h.V...), f.Rank+h.Rank
+		}
 	}
 	return loss, total, nil
 }
 
-// normStats returns p with the BatchNorm running statistics recomputed over the given batches.
+// normStats returns p (nil: the parameters last written by update) with the BatchNorm running
+// statistics recomputed over the given batches.
 func (r *runner) normStats(p align.Params, data dataset.Source, batches [][]int) (align.Params, error) {
 	s, err := r.session(r.batch, p)
 	if err != nil {
@@ -132,7 +169,7 @@ type Score struct {
 // own) on all of data, in evaluation mode, in batches of the given size; preds, when not nil,
 // receives the predicted class of every example.
 func Evaluate(m *graph.Model, p align.Params, data dataset.Source, batch int, preds []int) (Score, error) {
-	r, err := newRunner(m, batch)
+	r, err := newRunner(m, max(1, min(batch, data.Len())))
 	if err != nil {
 		return Score{}, err
 	}
@@ -142,23 +179,31 @@ func Evaluate(m *graph.Model, p align.Params, data dataset.Source, batch int, pr
 	return r.evaluate(p, data, preds)
 }
 
-// evaluate returns the accuracy and mean cross-entropy of p on all of data, in evaluation mode,
-// and the predicted class of every example when preds is not nil.
+// evaluate returns the accuracy and mean cross-entropy of p (nil: the parameters last written by
+// update) on all of data, in evaluation mode, and the predicted class of every example when
+// preds is not nil. Every batch runs at the runner's batch size (a short batch is padded with
+// repeats of its first example, whose outputs are dropped: in evaluation mode examples do not
+// affect each other), so one session with the parameters set once serves the whole set.
 func (r *runner) evaluate(p align.Params, data dataset.Source, preds []int) (Score, error) {
 	n := data.Len()
 	if n == 0 {
 		return Score{}, fmt.Errorf("convert: no examples to evaluate on")
 	}
+	batch := r.batch
+	s, err := r.session(batch, p)
+	if err != nil {
+		return Score{}, err
+	}
 	var correct int
 	var loss float64
-	for start := 0; start < n; start += r.batch {
-		idx := make([]int, 0, r.batch)
-		for i := start; i < min(start+r.batch, n); i++ {
-			idx = append(idx, i)
-		}
-		s, err := r.session(len(idx), p)
-		if err != nil {
-			return Score{}, err
+	idx := make([]int, batch)
+	for start := 0; start < n; start += batch {
+		count := min(batch, n-start)
+		for i := range idx {
+			idx[i] = start + i
+			if i >= count {
+				idx[i] = start
+			}
 		}
 		x, y, err := r.load(data, idx)
 		if err != nil {
@@ -168,8 +213,8 @@ func (r *runner) evaluate(p align.Params, data dataset.Source, preds []int) (Sco
 		if err != nil {
 			return Score{}, err
 		}
-		classes := len(logits) / len(idx)
-		for i, label := range y {
+		classes := len(logits) / batch
+		for i, label := range y[:count] {
 			row := logits[i*classes : (i+1)*classes]
 			if label < 0 || int(label) >= classes {
 				return Score{}, fmt.Errorf("convert: label %d of example %d is outside the model's %d classes", label, idx[i], classes)

@@ -3,6 +3,9 @@ package convert
 import (
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -54,7 +57,11 @@ type StepReport struct {
 	Pairs        int     `json:"pairs"`
 	GradSeconds  float64 `json:"grad_seconds"`
 	MatchSeconds float64 `json:"match_seconds"`
-	EvalSeconds  float64 `json:"eval_seconds"`
+	// ScoreSeconds and AssignSeconds split MatchSeconds into the score products and the linear
+	// assignments (the rest is the matching objective).
+	ScoreSeconds  float64 `json:"score_seconds"`
+	AssignSeconds float64 `json:"assign_seconds"`
+	EvalSeconds   float64 `json:"eval_seconds"`
 }
 
 // Result is the outcome of a transfer.
@@ -89,15 +96,32 @@ type transfer struct {
 	trainable []string
 	spec      align.Spec // every float parameter
 	match     align.Spec // trainable parameters only: what gradients exist for
-	r         *runner
-	draws     uint64
+	norm      bool       // the model has BatchNorm statistics to recompute
+	initScore Score
 	gradTime  time.Duration
+	// r runs the model: gradients, BatchNorm statistics, evaluation. One runner serves every
+	// gradient in turn: the BLAS products already use every core (two runners computing the two
+	// gradients of a pair at once were slower on 2 cores, and held a second copy of the model).
+	// The source and transferred points are written straight into its session's parameters.
+	r *runner
+	// delta is the parameter-sized buffer of theta1_j - theta1_0, allocated once.
+	delta align.Params
+	// srcGrads caches the source gradient of every point (GMT uses each at every later step).
+	srcGrads map[int]align.Operand
 }
 
 // Transfer moves the source trajectory onto the initialization init:
 // theta2_k = theta2_0 + pi_k(theta1_k - theta1_0) at every interpolation point k, with pi_k chosen
 // by the method. After each step the BatchNorm statistics are recomputed on training batches and
-// the point is evaluated on the validation set; emit receives every step's report and parameters.
+// the point is evaluated on the validation set; emit receives every step's report and
+// parameters (a copy of its own).
+//
+// GMT and FGMT match, for a point j, the gradient at the transferred point
+// theta2_0 + pi(theta1_j - theta1_0) (the target) with the gradient at the source point theta1_j
+// (the source), both on the same mini-batches, which are drawn once per point: the source
+// gradient of a point is computed once. Gradients of dense layers are kept as low-rank factors
+// where that is smaller (graph.Session.LossAndFactoredGrad), which the matcher scores in factored
+// form.
 func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, align.Params) error) (*Result, error) {
 	if err := src.CheckInit(init); err != nil {
 		return nil, err
@@ -112,6 +136,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if err != nil {
 		return nil, err
 	}
+	defer lowerGC()()
 	spec, unpermuted, err := graph.Symmetries(init)
 	if err != nil {
 		return nil, err
@@ -121,11 +146,13 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRunner(init, opt.Batch)
-	if err != nil {
+	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(), spec: spec,
+		norm: init.OpCounts()["BatchNormalization"] > 0, srcGrads: map[int]align.Operand{}}
+	// Gradient batches hold Batch examples, or the whole training set when it is smaller.
+	if t.r, err = newRunner(init, min(opt.Batch, opt.Train.Len())); err != nil {
 		return nil, err
 	}
-	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(), spec: spec, r: r}
+	t.delta = zeros(init.Params)
 	t.match = restrict(spec, t.trainable)
 	for seg := range len(src.Checkpoints) - 1 {
 		for k, c := range coefs {
@@ -150,9 +177,10 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	res := &Result{Spec: spec, Unpermuted: unpermuted, Dropped: dropped}
 	// What the target was worth before the transfer (as given, statistics untouched): with a
 	// pre-trained --init this is the baseline the transfer's gain is measured against.
-	if res.InitScore, err = r.evaluate(init.Params, opt.Val, nil); err != nil {
+	if res.InitScore, err = t.r.evaluate(init.Params, opt.Val, nil); err != nil {
 		return nil, err
 	}
+	t.initScore = res.InitScore
 	pi := align.Identity(spec)
 	for k := range t.points {
 		var stats matchStats
@@ -172,7 +200,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 			res.Best = k
 		}
 		if emit != nil {
-			if err := emit(rep, params); err != nil {
+			if err := emit(rep, clone(params)); err != nil {
 				return nil, err
 			}
 		}
@@ -183,12 +211,52 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	return res, nil
 }
 
+// transferGOGC is the garbage collector's target (GOGC, in percent of the live heap) while a
+// transfer runs. A transfer's heap is mostly large pointer-free buffers that stay live (the
+// checkpoints, the score matrix, the kept gradients) while every gradient and evaluation leaves
+// garbage behind: with Go's default of 100 the heap would grow to twice the live data between
+// collections. Marking pointer-free memory is cheap, so collecting at 5% costs little time.
+const transferGOGC = 5
+
+// gc guards the lowered garbage collector target, shared by the transfers that run at once.
+var gc struct {
+	sync.Mutex
+	users int
+	saved int
+}
+
+// lowerGC lowers the garbage collector's target to transferGOGC (unless the GOGC environment
+// variable sets it, or it is already lower) and returns the function that restores it once no
+// transfer needs it.
+func lowerGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	gc.Lock()
+	defer gc.Unlock()
+	if gc.users == 0 {
+		gc.saved = debug.SetGCPercent(transferGOGC)
+		if gc.saved < transferGOGC {
+			debug.SetGCPercent(gc.saved)
+		}
+	}
+	gc.users++
+	return func() {
+		gc.Lock()
+		defer gc.Unlock()
+		if gc.users--; gc.users == 0 {
+			debug.SetGCPercent(gc.saved)
+		}
+	}
+}
+
 // matchStats is what a method reports about one step.
 type matchStats struct {
-	objective float64
-	sweeps    int
-	pairs     int
-	match     time.Duration
+	objective     float64
+	sweeps        int
+	pairs         int
+	match         time.Duration
+	score, assign time.Duration
 }
 
 // stepFunc returns pi_k given pi_{k-1}.
@@ -201,12 +269,27 @@ func (t *transfer) method() (stepFunc, error) {
 			return align.Identity(t.spec), matchStats{}, nil
 		}, nil
 	case "gmt":
-		return t.gmt, nil
+		// One matcher, emptied at every step: the same problem as a fresh matcher, but its
+		// assignment solver warm-starts from the previous step's solution.
+		m := align.NewMatcher(t.match, t.matcherOptions())
+		return func(k int, prev align.Perm) (align.Perm, matchStats, error) {
+			m.Reset()
+			// GMT matches the gradients of every earlier point j < k, recomputed at the points
+			// transferred with the latest permutation.
+			var js []int
+			for j := 0; j < k; j++ {
+				js = append(js, j)
+			}
+			if err := t.addPairs(m, js, prev); err != nil {
+				return nil, matchStats{}, err
+			}
+			return t.solve(m, prev)
+		}, nil
 	case "fgmt":
 		m := align.NewMatcher(t.match, t.matcherOptions())
 		return func(k int, prev align.Perm) (align.Perm, matchStats, error) {
 			// FGMT keeps the pairs of earlier steps and adds only the newest one.
-			if err := t.addPair(m, k-1, prev); err != nil {
+			if err := t.addPairs(m, []int{k - 1}, prev); err != nil {
 				return nil, matchStats{}, err
 			}
 			return t.solve(m, prev)
@@ -221,25 +304,16 @@ func (t *transfer) matcherOptions() align.MatcherOptions {
 	return align.MatcherOptions{Seed: t.opt.Seed, MaxSweeps: t.opt.MaxSweeps}
 }
 
-// gmt matches, at step k, the gradients of every earlier point j < k, recomputed at the points
-// transferred with the latest permutation, with a fresh matcher.
-func (t *transfer) gmt(k int, prev align.Perm) (align.Perm, matchStats, error) {
-	m := align.NewMatcher(t.match, t.matcherOptions())
-	for j := 0; j < k; j++ {
-		if err := t.addPair(m, j, prev); err != nil {
-			return nil, matchStats{}, err
-		}
-	}
-	return t.solve(m, prev)
-}
-
 func (t *transfer) solve(m *align.Matcher, warm align.Perm) (align.Perm, matchStats, error) {
 	start := time.Now()
+	before := m.Timing()
 	pi, res, err := m.Solve(warm)
 	if err != nil {
 		return nil, matchStats{}, err
 	}
-	return pi, matchStats{objective: res.Objective, sweeps: res.Sweeps, pairs: m.Len(), match: time.Since(start)}, nil
+	after := m.Timing()
+	return pi, matchStats{objective: res.Objective, sweeps: res.Sweeps, pairs: m.Len(), match: time.Since(start),
+		score: after.Score - before.Score, assign: after.Assign - before.Assign}, nil
 }
 
 // oracle matches the target run's own update theta2_T - theta2_0 with the source's
@@ -278,34 +352,51 @@ func (t *transfer) oracle() (stepFunc, error) {
 	}, nil
 }
 
-// source returns theta1 at point j.
-func (t *transfer) source(j int) (align.Params, error) {
+// sourceInto writes theta1 at point j into dst, as combine(a, c, b, a) computes it.
+func (t *transfer) sourceInto(dst align.Params, j int) {
 	p := t.points[j]
 	a, b := t.theta1[p.segment], t.theta1[p.segment+1]
-	return combine(a, p.coef, b, a)
+	for name, d := range dst {
+		ta, tb := a[name].Data, b[name].Data
+		for i := range d.Data {
+			d.Data[i] = float32(float64(ta[i]) + p.coef*(float64(tb[i])-float64(ta[i])))
+		}
+	}
 }
 
-// transferred returns theta2_0 + pi(theta1_j - theta1_0) over every float parameter.
-func (t *transfer) transferred(j int, pi align.Perm) (align.Params, error) {
-	src, err := t.source(j)
-	if err != nil {
-		return nil, err
+// setTransferred sets the runner's parameters to theta2_0 + pi(theta1_j - theta1_0) over every
+// float parameter and returns them (the session's own tensors), with the roundings of combine,
+// diff and Perm.Apply: the source point and its difference from theta1_0 are rounded to float32,
+// as is the sum.
+func (t *transfer) setTransferred(j int, pi align.Perm) (align.Params, error) {
+	t.sourceInto(t.delta, j)
+	for name, d := range t.delta {
+		t0 := t.theta1[0][name].Data
+		for i, v := range d.Data {
+			d.Data[i] = float32(float64(v) - float64(t0[i]))
+		}
 	}
-	delta, err := diff(src, t.theta1[0])
-	if err != nil {
-		return nil, err
-	}
-	moved, err := pi.Apply(t.spec, delta)
-	if err != nil {
-		return nil, err
-	}
-	return combine(t.init, 1, moved, zeros(moved))
+	var out align.Params
+	err := t.r.update(func(p align.Params) error {
+		if err := pi.ApplyInto(t.spec, p, t.delta); err != nil {
+			return err
+		}
+		for name, d := range p {
+			base := t.init[name].Data
+			for i, v := range d.Data {
+				d.Data[i] = float32(float64(base[i]) + float64(v))
+			}
+		}
+		out = p
+		return nil
+	})
+	return out, err
 }
 
-// batches draws the next gradient mini-batches from the training data.
-func (t *transfer) batches() [][]int {
-	t.draws++
-	order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed, t.draws)
+// batches returns the gradient mini-batches of point j: drawn from the training data once, the
+// same at every step and for both sides of the pair.
+func (t *transfer) batches(j int) [][]int {
+	order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed, uint64(j)+1)
 	var out [][]int
 	for i := 0; i < t.opt.GradBatches; i++ {
 		lo := (i * t.opt.Batch) % max(len(order)-t.opt.Batch+1, 1)
@@ -314,63 +405,85 @@ func (t *transfer) batches() [][]int {
 	return out
 }
 
-// addPair adds the gradient pair of point j to m: the gradient at the point transferred with pi
-// (the target) and the gradient at the source point (the source), on the same mini-batches.
-func (t *transfer) addPair(m *align.Matcher, j int, pi align.Perm) error {
+// addPairs adds to m the gradient pair of every point in js: the gradient at the point
+// transferred with pi (the target) and the gradient at the source point (the source), on the
+// point's mini-batches. Source gradients are computed once per point and kept.
+func (t *transfer) addPairs(m *align.Matcher, js []int, pi align.Perm) error {
 	start := time.Now()
 	defer func() { t.gradTime += time.Since(start) }()
-	batches := t.batches()
-	at, err := t.transferred(j, pi)
-	if err != nil {
-		return err
+	for _, j := range js {
+		src, ok := t.srcGrads[j]
+		if !ok {
+			err := t.r.update(func(p align.Params) error {
+				t.sourceInto(p, j)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if _, src, err = t.r.grad(nil, t.opt.Train, t.batches(j)); err != nil {
+				return err
+			}
+			t.srcGrads[j] = src
+		}
+		if _, err := t.setTransferred(j, pi); err != nil {
+			return err
+		}
+		_, target, err := t.r.grad(nil, t.opt.Train, t.batches(j))
+		if err != nil {
+			return err
+		}
+		if err := m.AddOperands(1, target, src); err != nil {
+			return err
+		}
 	}
-	_, g2, err := t.r.grad(at, t.opt.Train, batches)
-	if err != nil {
-		return err
-	}
-	src, err := t.source(j)
-	if err != nil {
-		return err
-	}
-	_, g1, err := t.r.grad(src, t.opt.Train, batches)
-	if err != nil {
-		return err
-	}
-	return m.Add(1, g2, g1)
+	return nil
 }
 
 // finish builds the parameters of step k, recomputes their BatchNorm statistics and evaluates
 // them.
 func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, align.Params, error) {
-	params, err := t.transferred(k, pi)
+	params, err := t.setTransferred(k, pi)
 	if err != nil {
 		return StepReport{}, nil, err
 	}
 	start := time.Now()
-	order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed^0x6e6f726d, uint64(k))
-	norm, err := dataset.Batches(order[:min(len(order), t.opt.NormBatches*t.opt.Batch)], t.opt.Batch)
-	if err != nil {
-		return StepReport{}, nil, err
-	}
-	if params, err = t.r.normStats(params, t.opt.Train, norm); err != nil {
-		return StepReport{}, nil, err
-	}
-	score, err := t.r.evaluate(params, t.opt.Val, nil)
-	if err != nil {
-		return StepReport{}, nil, err
+	score := t.initScore
+	switch {
+	case t.norm:
+		order := dataset.Shuffle(t.opt.Train.Len(), t.opt.Seed^0x6e6f726d, uint64(k))
+		norm, err := dataset.Batches(order[:min(len(order), t.opt.NormBatches*t.opt.Batch)], t.opt.Batch)
+		if err != nil {
+			return StepReport{}, nil, err
+		}
+		if params, err = t.r.normStats(nil, t.opt.Train, norm); err != nil {
+			return StepReport{}, nil, err
+		}
+		if score, err = t.r.evaluate(params, t.opt.Val, nil); err != nil {
+			return StepReport{}, nil, err
+		}
+	case k > 0:
+		if score, err = t.r.evaluate(nil, t.opt.Val, nil); err != nil {
+			return StepReport{}, nil, err
+		}
+	default:
+		// Without BatchNorm, step 0 is the initialization itself (theta2_0 + 0), which was
+		// evaluated before the transfer.
 	}
 	p := t.points[k]
 	rep := StepReport{
-		Step:         k,
-		Total:        len(t.points),
-		Position:     (float64(p.segment) + p.coef) / float64(len(t.theta1)-1),
-		Score:        score,
-		Objective:    stats.objective,
-		Sweeps:       stats.sweeps,
-		Pairs:        stats.pairs,
-		GradSeconds:  t.gradTime.Seconds(),
-		MatchSeconds: stats.match.Seconds(),
-		EvalSeconds:  time.Since(start).Seconds(),
+		Step:          k,
+		Total:         len(t.points),
+		Position:      (float64(p.segment) + p.coef) / float64(len(t.theta1)-1),
+		Score:         score,
+		Objective:     stats.objective,
+		Sweeps:        stats.sweeps,
+		Pairs:         stats.pairs,
+		GradSeconds:   t.gradTime.Seconds(),
+		MatchSeconds:  stats.match.Seconds(),
+		ScoreSeconds:  stats.score.Seconds(),
+		AssignSeconds: stats.assign.Seconds(),
+		EvalSeconds:   time.Since(start).Seconds(),
 	}
 	t.gradTime = 0
 	return rep, params, nil

@@ -42,7 +42,8 @@ func linearMLP(tb testing.TB, hidden int) *Model {
 	return m
 }
 
-func benchLossAndGrad(b *testing.B, m *Model, batch int) {
+// benchRun times run(s, x, y) on a session of m at the given batch size, on random inputs.
+func benchRun(b *testing.B, m *Model, batch int, run func(s *Session, x []float32, y []int64) error) {
 	s, err := NewSession(m, batch)
 	if err != nil {
 		b.Fatal(err)
@@ -56,15 +57,38 @@ func benchLossAndGrad(b *testing.B, m *Model, batch int) {
 	for i := range y {
 		y[i] = int64(rng.IntN(10))
 	}
-	if _, _, err := s.LossAndGrad(x, y); err != nil { // build and warm up outside the timer
+	if err := run(s, x, y); err != nil { // build and warm up outside the timer
 		b.Fatal(err)
 	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, _, err := s.LossAndGrad(x, y); err != nil {
+	for b.Loop() {
+		if err := run(s, x, y); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkLossAndFactoredGrad and BenchmarkLogits time the two passes a transfer runs on the
+// paper's 784-4096-10 linear MLP at batch 128: the training pass with fc1's gradient kept as
+// factors (no dense dW product), and the evaluation forward pass.
+func BenchmarkLossAndFactoredGrad(b *testing.B) {
+	benchRun(b, linearMLP(b, 4096), 128, func(s *Session, x []float32, y []int64) error {
+		_, _, err := s.LossAndFactoredGrad(x, y)
+		return err
+	})
+}
+
+func BenchmarkLogits(b *testing.B) {
+	benchRun(b, linearMLP(b, 4096), 128, func(s *Session, x []float32, _ []int64) error {
+		_, err := s.Logits(x)
+		return err
+	})
+}
+
+func benchLossAndGrad(b *testing.B, m *Model, batch int) {
+	benchRun(b, m, batch, func(s *Session, x []float32, y []int64) error {
+		_, _, err := s.LossAndGrad(x, y)
+		return err
+	})
 }
 
 // BenchmarkLossAndGrad times one training pass (forward, loss, all gradients) at batch 128 for

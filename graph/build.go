@@ -17,11 +17,19 @@ var ErrUnsupported = errors.New("not supported")
 type value struct {
 	node *G.Node
 	k    *konst
+	// transposeOf is set instead of node for the output of a 2-D Transpose that only MatMul
+	// nodes read as their second input (Model.transposedWeight): they multiply by it
+	// transposed, and the transpose itself is never computed.
+	transposeOf *G.Node
 }
 
 func (v value) shape() []int {
-	if v.node != nil {
+	switch {
+	case v.node != nil:
 		return v.node.Shape().Clone()
+	case v.transposeOf != nil:
+		s := v.transposeOf.Shape()
+		return []int{s[1], s[0]}
 	}
 	return v.k.shape
 }
@@ -34,6 +42,18 @@ type builder struct {
 	vals     map[string]value
 	params   map[string]*G.Node // float32 initializers, bound as graph inputs
 	norms    []normRef
+	// layers are the Gemm and MatMul layers whose weight gradient can be kept as a low-rank
+	// product, by weight name.
+	layers map[string]denseLayer
+}
+
+// denseLayer is a Gemm or MatMul layer y = a W' (W' = W^T, or W) whose trainable weight W is
+// read by this layer alone: over a batch, dL/dW = dy^T a (W' = W^T, W is out x in) or a^T dy
+// (W' = W, W is in x out), a sum of batch outer products, so the gradient can be kept as the
+// factors dy and a (see Session.LossAndFactoredGrad).
+type denseLayer struct {
+	a, y       *G.Node // the layer's input and its product, before alpha and the bias
+	transposed bool    // W' = W^T
 }
 
 // normRef ties a BatchNormalization kernel to the running statistics it reads.
@@ -52,8 +72,27 @@ type program struct {
 	loss   *G.Node
 	ce     *softmaxCrossEntropy
 	grads  map[string]*G.Node
-	norms  []normRef
+	// lowRank holds, in a factored program, the layers whose weight gradient is returned as
+	// factors, with the node of dL/dy.
+	lowRank map[string]lowRankGrad
+	norms   []normRef
 }
+
+// lowRankGrad is a dense layer of a factored program with the node computing dL/dy.
+type lowRankGrad struct {
+	denseLayer
+	dy *G.Node
+}
+
+// programKind selects what a program computes.
+type programKind int
+
+const (
+	evalProgram     programKind = iota // logits, BatchNorm with running statistics
+	statsProgram                       // BatchNorm batch statistics, no loss
+	trainProgram                       // loss and every trainable parameter's dense gradient
+	factoredProgram                    // loss and gradients, dense layers' weights as factors
+)
 
 // nodeError names the node an error comes from, as `node "Conv_3" (Conv): ...`.
 func nodeError(n *Node, err error) error {
@@ -71,7 +110,8 @@ func newBuilder(m *Model, batch int, training bool) (*builder, *G.Node, error) {
 			return nil, nil, fmt.Errorf("input %q has shape %v: only the batch dimension may be symbolic", m.Input.Name, m.Input.Shape)
 		}
 	}
-	b := &builder{m: m, g: G.NewGraph(), training: training, vals: map[string]value{}, params: map[string]*G.Node{}}
+	b := &builder{m: m, g: G.NewGraph(), training: training, vals: map[string]value{}, params: map[string]*G.Node{},
+		layers: map[string]denseLayer{}}
 	x := G.NewTensor(b.g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName("input:"+m.Input.Name))
 	b.vals[m.Input.Name] = value{node: x}
 	for name, t := range m.consts {
@@ -84,11 +124,12 @@ func newBuilder(m *Model, batch int, training bool) (*builder, *G.Node, error) {
 	return b, x, nil
 }
 
-// buildProgram builds the graph of m for batch size batch. In training mode BatchNormalization
-// uses batch statistics; withLoss adds the cross-entropy and the gradient of every trainable
-// parameter that the loss depends on.
-func buildProgram(m *Model, batch int, training, withLoss bool) (*program, error) {
-	b, x, err := newBuilder(m, batch, training)
+// buildProgram builds the graph of m for batch size batch. Except in an evalProgram,
+// BatchNormalization uses batch statistics; a trainProgram adds the cross-entropy and the
+// gradient of every trainable parameter that the loss depends on, a factoredProgram the same with
+// the weight gradients of dense layers as factors where that is smaller.
+func buildProgram(m *Model, batch int, kind programKind) (*program, error) {
+	b, x, err := newBuilder(m, batch, kind != evalProgram)
 	if err != nil {
 		return nil, err
 	}
@@ -102,8 +143,8 @@ func buildProgram(m *Model, batch int, training, withLoss bool) (*program, error
 		return nil, fmt.Errorf("output %q is not computed from the input", m.Output.Name)
 	}
 	p := &program{g: b.g, x: x, params: b.params, logits: out.node, norms: b.norms}
-	if withLoss {
-		if err := p.addLoss(m, b); err != nil {
+	if kind == trainProgram || kind == factoredProgram {
+		if err := p.addLoss(m, b, batch, kind == factoredProgram); err != nil {
 			return nil, err
 		}
 	}
@@ -114,8 +155,10 @@ func buildProgram(m *Model, batch int, training, withLoss bool) (*program, error
 // addLoss adds the mean cross-entropy of the logits and the gradients of the trainable
 // parameters. A final Softmax or LogSoftmax is looked through: the loss is computed from the
 // logits it reads, which gives the same value and gradient (log_softmax is idempotent) and keeps
-// it numerically stable.
-func (p *program) addLoss(m *Model, b *builder) error {
+// it numerically stable. With factored, the weight of a dense layer whose factors are smaller
+// than its gradient (batch*(rows+cols) < rows*cols) gets no gradient node: the gradient of the
+// layer's product is computed instead, and the dense product dy^T a is never formed.
+func (p *program) addLoss(m *Model, b *builder, batch int, factored bool) error {
 	logits := p.logits
 	if last := m.producer(m.Output.Name); last != nil && (last.Op == "Softmax" || last.Op == "LogSoftmax") {
 		if v, ok := b.vals[last.Inputs[0]]; ok && v.node != nil {
@@ -131,26 +174,96 @@ func (p *program) addLoss(m *Model, b *builder) error {
 		return err
 	}
 	p.loss = loss
-	var names []string
+	var names, layers []string
 	var wrt G.Nodes
 	for _, name := range m.Trainable() {
-		if n, ok := p.params[name]; ok {
-			names = append(names, name)
-			wrt = append(wrt, n)
+		n, ok := p.params[name]
+		if !ok {
+			continue
 		}
+		if _, ok := b.layers[name]; ok && factored {
+			if shape := n.Shape(); batch*(shape[0]+shape[1]) < shape[0]*shape[1] {
+				layers = append(layers, name)
+				continue
+			}
+		}
+		names = append(names, name)
+		wrt = append(wrt, n)
 	}
 	p.grads = map[string]*G.Node{}
+	p.lowRank = map[string]lowRankGrad{}
+	for _, name := range layers {
+		wrt = append(wrt, b.layers[name].y)
+	}
 	if len(wrt) == 0 {
 		return nil
 	}
-	grads, err := G.Grad(loss, wrt...)
+	// G.Grad differentiates with respect to graph inputs only; Backpropagate (which it calls
+	// with the gradient 1 of the cost) accepts the layers' products too.
+	one := b.g.AddNode(G.NewConstant(float32(1)))
+	grads, err := G.Backpropagate(G.Nodes{loss}, G.Nodes{one}, wrt)
 	if err != nil {
 		return fmt.Errorf("gradients: %w", err)
 	}
 	for i, name := range names {
 		p.grads[name] = grads[i]
 	}
+	for i, name := range layers {
+		p.lowRank[name] = lowRankGrad{b.layers[name], grads[len(names)+i]}
+	}
 	return nil
+}
+
+// transposedWeight reports whether n is a 2-D Transpose whose output only MatMul nodes read,
+// as their second input.
+func (m *Model) transposedWeight(n *Node) bool {
+	if n.Op != "Transpose" || len(n.Inputs) != 1 || len(n.Outputs) != 1 || n.Outputs[0] == m.Output.Name {
+		return false
+	}
+	if perm := n.attrInts("perm"); perm != nil && !slices.Equal(perm, []int{1, 0}) {
+		return false
+	}
+	readers := m.readers(n.Outputs[0])
+	for _, r := range readers {
+		if r.Op != "MatMul" || len(r.Inputs) < 2 || r.Inputs[1] != n.Outputs[0] || r.Inputs[0] == n.Outputs[0] {
+			return false
+		}
+	}
+	return len(readers) > 0
+}
+
+// readers returns the nodes that read the named value.
+func (m *Model) readers(name string) []*Node {
+	var out []*Node
+	for _, n := range m.Nodes {
+		if slices.Contains(n.Inputs, name) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// layerWeight returns the trainable parameter that input 1 of the Gemm or MatMul node n reads,
+// directly or through a 2-D Transpose, if that parameter (and the Transpose) is read by nothing
+// else; transposed tells whether a Transpose is in between.
+func (m *Model) layerWeight(n *Node) (name string, transposed, ok bool) {
+	if len(n.Inputs) < 2 {
+		return "", false, false
+	}
+	name = n.Inputs[1]
+	if t := m.producer(name); t != nil {
+		perm := t.attrInts("perm")
+		if t.Op != "Transpose" || len(t.Inputs) != 1 || (perm != nil && !slices.Equal(perm, []int{1, 0})) ||
+			len(m.readers(name)) != 1 || name == m.Output.Name {
+			return "", false, false
+		}
+		name, transposed = t.Inputs[0], true
+	}
+	info, found := m.Info(name)
+	if !found || !info.Trainable || len(info.Shape) != 2 || len(m.readers(name)) != 1 {
+		return "", false, false
+	}
+	return name, transposed, true
 }
 
 // producer returns the node that writes the named value.
@@ -209,6 +322,9 @@ func (b *builder) sym(n *Node, i int) (*G.Node, error) {
 func (b *builder) symbolic(v value) (*G.Node, error) {
 	if v.node != nil {
 		return v.node, nil
+	}
+	if v.transposeOf != nil {
+		return G.Transpose(v.transposeOf, 1, 0)
 	}
 	data := v.k.asFloats()
 	if len(v.k.shape) == 0 {

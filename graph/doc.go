@@ -17,8 +17,13 @@
 //
 //	L = -1/N sum_i log softmax(z_i)[y_i]
 //
-// and dL/dθ for every trainable initializer θ. BatchNormalization uses batch statistics in
-// training passes and running statistics in evaluation passes, as PyTorch does.
+// and dL/dθ for every trainable initializer θ, or (Session.LossAndFactoredGrad) the same with the
+// weight gradient of every dense layer kept as the two factors dy and a of dL/dW = dy^T a, a sum
+// of one outer product per example, which is far smaller than the matrix for a batch below its
+// dimensions. A fully connected layer as PyTorch exports it (Gemm with transB=1, or MatMul of a
+// Transpose of the weight) is one kernel multiplying by the transposed weight in place.
+// BatchNormalization uses batch statistics in training passes and running statistics in
+// evaluation passes, as PyTorch does.
 //
 // Errors name the file, and the node or parameter, as in
 // `graph: model.onnx: node "Conv_3" (Conv): ...`.

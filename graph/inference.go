@@ -2,6 +2,8 @@ package graph
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -14,9 +16,10 @@ import (
 // training_mode=1, and an ONNX runtime then normalises with the statistics of whatever batch it is
 // given; the copy's saved files evaluate with the running statistics everywhere, as ltransfer
 // evaluates them. A model without training-mode BatchNorm comes back unchanged (the same
-// pointer).
+// pointer). The copy shares m's parameters; nothing is decoded again.
 func (m *Model) InferenceCopy() (*Model, error) {
 	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
+	nodes := slices.Clone(m.Nodes)
 	changed := false
 	for i, n := range pb.Graph.Node {
 		if n.GetOpType() != "BatchNormalization" {
@@ -39,18 +42,18 @@ func (m *Model) InferenceCopy() (*Model, error) {
 		if len(n.Output) > 1 {
 			n.Output, changed = n.Output[:1], true
 		}
+		// The decoded node, likewise (graph.Node keeps the attribute; the engine's BatchNorm
+		// mode comes from the program, not from it).
+		c := *m.Nodes[i]
+		c.Attrs = maps.Clone(c.Attrs)
+		delete(c.Attrs, "training_mode")
+		c.Outputs = slices.Clone(n.Output)
+		nodes[i] = &c
 	}
 	if !changed {
 		return m, nil
 	}
-	data, err := marshal(pb)
-	if err != nil {
-		return nil, err
-	}
-	c, err := Decode(data, ".")
-	if err != nil {
-		return nil, fmt.Errorf("graph: %s: inference copy: %w", m.Path, err)
-	}
-	c.Path, c.external = m.Path, m.external
-	return c, nil
+	c := *m
+	c.proto, c.Nodes = pb, nodes
+	return &c, nil
 }

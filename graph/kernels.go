@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gorgonia.org/tensor"
 )
 
@@ -628,5 +630,45 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 	} else {
 		k.each(shapes[0], shapes[1], func(xi, wi, oi int) { dIn[wi] += dOut[oi] * x[xi] })
 	}
+	return nil
+}
+
+// matMulT is the product of a batch with a transposed weight, y = a W^T for a (M x K) and W
+// (N x K): a fully connected layer as PyTorch exports it (Gemm with transB=1, or MatMul reading a
+// Transpose of the weight). One BLAS product in each direction, without materialising W^T
+// (which Gorgonia's Transpose would copy at every run).
+type matMulT struct{}
+
+func (k *matMulT) name() string { return "MatMulTransB" }
+
+func (k *matMulT) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	a, w := in[0], in[1]
+	if a.Dims() != 2 || w.Dims() != 2 || a[1] != w[1] {
+		return nil, fmt.Errorf("product of %v with the transpose of %v: want M x K and N x K", a, w)
+	}
+	return tensor.Shape{a[0], w[0]}, nil
+}
+
+func (k *matMulT) differentiable(int) bool { return true }
+
+func (k *matMulT) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	m, kk, n := shapes[0][0], shapes[0][1], shapes[1][0]
+	if m > 0 && n > 0 && kk > 0 {
+		blas32.Implementation().Sgemm(blas.NoTrans, blas.Trans, m, n, kk, 1, in[0], kk, in[1], kk, 0, out, n)
+	}
+	return nil
+}
+
+func (k *matMulT) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	m, kk, n := shapes[0][0], shapes[0][1], shapes[1][0]
+	if m == 0 || n == 0 || kk == 0 {
+		return nil
+	}
+	if i == 0 { // dL/da = dy W
+		blas32.Implementation().Sgemm(blas.NoTrans, blas.NoTrans, m, kk, n, 1, dOut, n, in[1], kk, 0, dIn, kk)
+		return nil
+	}
+	// dL/dW = dy^T a
+	blas32.Implementation().Sgemm(blas.Trans, blas.NoTrans, n, kk, m, 1, dOut, n, in[0], kk, 0, dIn, kk)
 	return nil
 }

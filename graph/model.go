@@ -38,6 +38,10 @@ type Model struct {
 	consts   map[string]tensor.Tensor // initializers that are not float32, as decoded
 	proto    *onnxpb.ModelProto
 	external map[string]externalRef
+	// released names the float32 initializers whose raw bytes were dropped from proto once
+	// decoded into Params (they would double the model's memory); withParams writes them back
+	// from Params.
+	released map[string]bool
 }
 
 // Node is one ONNX operator.
@@ -103,7 +107,7 @@ func Decode(data []byte, dir string) (m *Model, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: align.Params{}}
+	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: align.Params{}, released: map[string]bool{}}
 	if err := m.build(pb, b); err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
@@ -204,6 +208,10 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 			}
 			m.Params[t.GetName()] = &align.Tensor{Shape: dims, Data: data}
 			m.Infos = append(m.Infos, ParamInfo{Name: t.GetName(), Shape: dims})
+			if t.RawData != nil {
+				t.RawData = nil
+				m.released[t.GetName()] = true
+			}
 			continue
 		}
 		if dt, ok := decoded[t.GetName()]; ok {

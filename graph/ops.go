@@ -383,6 +383,11 @@ func (b *builder) transpose(n *Node) error {
 			perm = append(perm, i)
 		}
 	}
+	if x.Shape().Dims() == 2 && b.m.transposedWeight(n) {
+		// Every reader multiplies by the transpose directly (see matmul): no node is needed.
+		b.set(n, value{transposeOf: x})
+		return nil
+	}
 	t, err := G.Transpose(x, perm...)
 	if err != nil {
 		return err
@@ -401,19 +406,18 @@ func (b *builder) gemm(n *Node) error {
 	if err != nil {
 		return err
 	}
-	if n.attrInt("transA", 0) == 1 {
+	transA, transB := n.attrInt("transA", 0) == 1, n.attrInt("transB", 0) == 1
+	if transA {
 		if a, err = G.Transpose(a); err != nil {
 			return err
 		}
 	}
-	if n.attrInt("transB", 0) == 1 {
-		if w, err = G.Transpose(w); err != nil {
-			return err
-		}
-	}
-	y, err := G.Mul(a, w)
+	y, err := b.product(a, w, transB)
 	if err != nil {
 		return err
+	}
+	if name, viaTranspose, ok := b.m.layerWeight(n); ok && !transA && !viaTranspose {
+		b.layers[name] = denseLayer{a: a, y: y, transposed: transB}
 	}
 	if alpha := n.attrFloat("alpha", 1); alpha != 1 {
 		if y, err = G.Mul(G.NewConstant(float32(alpha)), y); err != nil {
@@ -447,19 +451,42 @@ func (b *builder) matmul(n *Node) error {
 	if err != nil {
 		return err
 	}
-	w, err := b.sym(n, 1)
+	// A weight exported as Transpose(W) (a bias-free nn.Linear) is multiplied transposed in
+	// place rather than transposed at every run.
+	var w *G.Node
+	v, err := b.need(n, 1)
 	if err != nil {
+		return err
+	}
+	transB := v.transposeOf != nil
+	if transB {
+		w = v.transposeOf
+	} else if w, err = b.symbolic(v); err != nil {
 		return err
 	}
 	if a.Shape().Dims() != 2 || w.Shape().Dims() != 2 {
 		return fmt.Errorf("MatMul of shapes %v and %v: only 2-D operands are %w", a.Shape(), w.Shape(), ErrUnsupported)
 	}
-	y, err := G.Mul(a, w)
+	y, err := b.product(a, w, transB)
 	if err != nil {
 		return err
 	}
+	if name, transposed, ok := b.m.layerWeight(n); ok {
+		b.layers[name] = denseLayer{a: a, y: y, transposed: transposed}
+	}
 	b.set(n, value{node: y})
 	return nil
+}
+
+// product returns a w, or a w^T when transB, for 2-D a and w.
+func (b *builder) product(a, w *G.Node, transB bool) (*G.Node, error) {
+	if !transB {
+		return G.Mul(a, w)
+	}
+	if a.Shape().Dims() != 2 || w.Shape().Dims() != 2 {
+		return nil, fmt.Errorf("product of shapes %v and %v transposed: only 2-D operands are %w", a.Shape(), w.Shape(), ErrUnsupported)
+	}
+	return applyKernel(&matMulT{}, a, w)
 }
 
 func (b *builder) arith(n *Node) error {

@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
 )
 
@@ -17,13 +19,15 @@ var fixtures = []struct {
 	name  string
 	model string
 	grads bool
+	// lowRank are the weights whose gradient LossAndFactoredGrad factors at the reference batch.
+	lowRank []string
 }{
-	{"mlp", "mlp/seed1/ckpt_005.onnx", true},
-	{"linear512", "linear512/seed1/ckpt_010.onnx", true},
-	{"cnn", "cnn/seed1/ckpt_002.onnx", true},
-	{"resnet", "resnet/seed1/ckpt_002.onnx", true},
-	{"cnn-eval", "cnn-eval/model.onnx", false},
-	{"depthwise", "depthwise/model.onnx", true},
+	{"mlp", "mlp/seed1/ckpt_005.onnx", true, []string{"fc1.weight"}},
+	{"linear512", "linear512/seed1/ckpt_010.onnx", true, []string{"fc1.weight"}},
+	{"cnn", "cnn/seed1/ckpt_002.onnx", true, nil},
+	{"resnet", "resnet/seed1/ckpt_002.onnx", true, nil},
+	{"cnn-eval", "cnn-eval/model.onnx", false, nil},
+	{"depthwise", "depthwise/model.onnx", true, nil},
 }
 
 func testdataPath(parts ...string) string {
@@ -103,24 +107,128 @@ func TestMatchesPyTorch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := math.Abs(loss - float64(ref.loss)); d > 1e-5 {
-				t.Errorf("loss %g, PyTorch %g", loss, ref.loss)
+			checkGrads(t, "dense", loss, grads, ref)
+			// The factored gradients, expanded, are the same gradients.
+			loss, op, err := s.LossAndFactoredGrad(ref.input, ref.labels)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if len(grads) != len(ref.grads) {
-				t.Errorf("%d gradients, PyTorch has %d", len(grads), len(ref.grads))
+			expanded := align.Params{}
+			for name, g := range op.Params {
+				expanded[name] = g
 			}
-			for name, want := range ref.grads {
-				g, ok := grads[name]
-				if !ok {
-					t.Errorf("no gradient for %q", name)
-					continue
+			for name, l := range op.LowRank {
+				if _, dup := expanded[name]; dup {
+					t.Errorf("%q is both dense and low rank", name)
 				}
-				for i := range want {
-					diff := math.Abs(float64(g.Data[i] - want[i]))
-					if diff > 1e-4 && diff > 1e-3*math.Abs(float64(want[i])) {
-						t.Errorf("gradient of %q differs at %d: %g, PyTorch %g", name, i, g.Data[i], want[i])
-						break
+				expanded[name] = l.Dense()
+			}
+			checkGrads(t, "factored", loss, expanded, ref)
+			// The 784-wide first layers are factored at a batch of 32; the 10-row outputs are not.
+			for _, name := range fx.lowRank {
+				if op.LowRank[name] == nil || op.LowRank[name].Rank != len(ref.labels) {
+					t.Errorf("%q is not factored with rank %d", name, len(ref.labels))
+				}
+			}
+			if len(op.LowRank) != len(fx.lowRank) {
+				t.Errorf("factored %d weights, want %v", len(op.LowRank), fx.lowRank)
+			}
+		})
+	}
+}
+
+// checkGrads compares a loss and gradients with PyTorch's, within the bounds of TestMatchesPyTorch.
+func checkGrads(t *testing.T, kind string, loss float64, grads align.Params, ref reference) {
+	t.Helper()
+	if d := math.Abs(loss - float64(ref.loss)); d > 1e-5 {
+		t.Errorf("%s: loss %g, PyTorch %g", kind, loss, ref.loss)
+	}
+	if len(grads) != len(ref.grads) {
+		t.Errorf("%s: %d gradients, PyTorch has %d", kind, len(grads), len(ref.grads))
+	}
+	for name, want := range ref.grads {
+		g, ok := grads[name]
+		if !ok {
+			t.Errorf("%s: no gradient for %q", kind, name)
+			continue
+		}
+		for i := range want {
+			diff := math.Abs(float64(g.Data[i] - want[i]))
+			if diff > 1e-4 && diff > 1e-3*math.Abs(float64(want[i])) {
+				t.Errorf("%s: gradient of %q differs at %d: %g, PyTorch %g", kind, name, i, g.Data[i], want[i])
+				break
+			}
+		}
+	}
+}
+
+// TestSessionLeavesParamsUntouched runs every program of a session twice on every fixture and
+// checks that the parameters bound to the graphs (which all programs share) still hold the
+// model's values and that the second runs give bit-identical results: no operator computes in
+// place on a parameter.
+func TestSessionLeavesParamsUntouched(t *testing.T) {
+	for _, fx := range fixtures {
+		t.Run(fx.name, func(t *testing.T) {
+			m, err := Load(testdataPath(fx.model))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := loadReference(t, fx.name)
+			s, err := NewSession(m, len(ref.labels))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run := func() [][]float32 {
+				var out [][]float32
+				logits, err := s.Logits(ref.input)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, logits)
+				if !fx.grads {
+					return out
+				}
+				for _, factored := range []bool{false, true} {
+					var g align.Params
+					if factored {
+						_, op, err := s.LossAndFactoredGrad(ref.input, ref.labels)
+						if err != nil {
+							t.Fatal(err)
+						}
+						g = op.Params
+						for _, name := range slices.Sorted(maps.Keys(op.LowRank)) {
+							out = append(out, op.LowRank[name].U, op.LowRank[name].V)
+						}
+					} else if _, g, err = s.LossAndGrad(ref.input, ref.labels); err != nil {
+						t.Fatal(err)
 					}
+					for _, name := range slices.Sorted(maps.Keys(g)) {
+						out = append(out, g[name].Data)
+					}
+				}
+				stats, err := s.NormStats(func() ([]float32, bool) { return nil, false })
+				if m.hasOp("BatchNormalization") {
+					if err == nil {
+						t.Fatal("NormStats without batches succeeded")
+					}
+				} else if err != nil {
+					t.Fatal(err)
+				} else {
+					for _, name := range slices.Sorted(maps.Keys(stats)) {
+						out = append(out, stats[name].Data)
+					}
+				}
+				return out
+			}
+			first, second := run(), run()
+			for i := range first {
+				if !slices.Equal(first[i], second[i]) {
+					t.Fatalf("output %d differs between two runs", i)
+				}
+			}
+			for name, p := range m.Params {
+				if !slices.Equal(s.params[name].Data, p.Data) {
+					t.Errorf("parameter %q changed", name)
 				}
 			}
 		})

@@ -27,12 +27,17 @@ func (m *Model) Encode(params align.Params) ([]byte, error) {
 	return marshal(pb)
 }
 
-// withParams returns a copy of the model's message with parameter data replaced.
+// withParams returns a copy of the model's message with parameter data replaced. The
+// initializers whose bytes were released after decoding and that params does not replace get
+// the model's own values back, in the raw little-endian form they were read in.
 func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
 	for _, t := range pb.Graph.Initializer {
 		v, ok := params[t.GetName()]
 		if !ok {
+			if m.released[t.GetName()] {
+				setFloats(t, m.Params[t.GetName()].Data)
+			}
 			continue
 		}
 		info, isFloat := m.Info(t.GetName())

@@ -19,12 +19,13 @@ import (
 type Session struct {
 	m     *Model
 	batch int
-	// params are the values bound to the graphs; Session owns these buffers because Gorgonia
-	// may compute in place on bound values.
-	params             align.Params
-	eval, train, stats *program
-	dirty              map[*program]bool
-	x                  []float32
+	// params are the values bound to the graphs: every program of the session reads the same
+	// tensors (values), whose backing arrays these are, so that new parameters are copied once.
+	params                       align.Params
+	values                       map[string]G.Value
+	eval, train, factored, stats *program
+	dirty                        map[*program]bool
+	x                            []float32
 }
 
 // NewSession prepares m to run on batches of the given size, with the model's own parameters.
@@ -35,7 +36,7 @@ func NewSession(m *Model, batch int) (*Session, error) {
 	if err := m.CheckSupported(); err != nil {
 		return nil, err
 	}
-	s := &Session{m: m, batch: batch, dirty: map[*program]bool{}}
+	s := &Session{m: m, batch: batch, dirty: map[*program]bool{}, params: align.Params{}, values: map[string]G.Value{}}
 	if err := s.SetParams(m.Params); err != nil {
 		return nil, err
 	}
@@ -51,7 +52,6 @@ func (s *Session) ExampleSize() int { return prod(s.m.Input.Shape[1:]) }
 // SetParams sets the parameters the next runs use. p must hold every float32 initializer of the
 // model with its shape; values are copied.
 func (s *Session) SetParams(p align.Params) error {
-	next := align.Params{}
 	for _, info := range s.m.Infos {
 		t, ok := p[info.Name]
 		if !ok {
@@ -60,24 +60,54 @@ func (s *Session) SetParams(p align.Params) error {
 		if !slices.Equal(t.Shape, info.Shape) || len(t.Data) != prod(info.Shape) {
 			return fmt.Errorf("graph: %s: parameter %q has shape %v, the model needs %v", s.m.Path, info.Name, t.Shape, info.Shape)
 		}
-		buf := s.params[info.Name]
+	}
+	for _, info := range s.m.Infos {
+		t, buf := p[info.Name], s.params[info.Name]
 		if buf == nil {
 			buf = &align.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, len(t.Data))}
+			s.params[info.Name] = buf
+			if len(info.Shape) > 0 {
+				s.values[info.Name] = tensor.New(tensor.WithShape(info.Shape...), tensor.WithBacking(buf.Data))
+			}
 		}
 		copy(buf.Data, t.Data)
-		next[info.Name] = buf
+		if len(info.Shape) == 0 { // a scalar is a value, not a view of the buffer
+			s.values[info.Name] = G.NewF32(t.Data[0])
+		}
 	}
-	s.params = next
 	for p := range s.dirty {
 		s.dirty[p] = true
 	}
 	return nil
 }
 
-// program returns the program *p, building it on first use, with the current parameters bound.
-func (s *Session) program(p **program, training, withLoss bool) (*program, error) {
+// UpdateParams lets f write the parameters the next runs use in place: f receives the session's
+// own tensors (every float32 initializer, with the model's shapes), which may be read until the
+// next SetParams or UpdateParams and must not be reshaped. It saves the copy of SetParams when
+// the parameters are computed anyway. When f fails, the parameters are what f left.
+func (s *Session) UpdateParams(f func(align.Params) error) error {
+	if err := f(s.params); err != nil {
+		return err
+	}
+	for _, info := range s.m.Infos {
+		if len(info.Shape) == 0 {
+			s.values[info.Name] = G.NewF32(s.params[info.Name].Data[0])
+		}
+	}
+	for p := range s.dirty {
+		s.dirty[p] = true
+	}
+	return nil
+}
+
+// program returns the program *p of the given kind, building it on first use, with the current
+// parameters bound. The programs share the session's parameter tensors: no operator writes into
+// its inputs' values (Gorgonia's built-in operators that may work in place are not applied to
+// parameters, and the kernels of this package allocate their outputs), which
+// TestSessionLeavesParamsUntouched checks.
+func (s *Session) program(p **program, kind programKind) (*program, error) {
 	if *p == nil {
-		built, err := buildProgram(s.m, s.batch, training, withLoss)
+		built, err := buildProgram(s.m, s.batch, kind)
 		if err != nil {
 			return nil, fmt.Errorf("graph: %s: %w", s.m.Path, err)
 		}
@@ -86,12 +116,7 @@ func (s *Session) program(p **program, training, withLoss bool) (*program, error
 	}
 	if s.dirty[*p] {
 		for name, node := range (*p).params {
-			t := s.params[name]
-			var v G.Value = tensor.New(tensor.WithShape(t.Shape...), tensor.WithBacking(slices.Clone(t.Data)))
-			if len(t.Shape) == 0 {
-				v = G.NewF32(t.Data[0])
-			}
-			if err := G.Let(node, v); err != nil {
+			if err := G.Let(node, s.values[name]); err != nil {
 				return nil, fmt.Errorf("graph: binding %q: %w", name, err)
 			}
 		}
@@ -120,7 +145,7 @@ func (s *Session) run(p *program, x []float32) error {
 // Logits runs the evaluation forward pass (BatchNorm with running statistics) on a batch of
 // inputs (batch x example values, row-major) and returns the model's output, batch x classes.
 func (s *Session) Logits(x []float32) ([]float32, error) {
-	p, err := s.program(&s.eval, false, false)
+	p, err := s.program(&s.eval, evalProgram)
 	if err != nil {
 		return nil, err
 	}
@@ -133,10 +158,17 @@ func (s *Session) Logits(x []float32) ([]float32, error) {
 // LossAndGrad runs the training pass on a batch with integer labels: the mean cross-entropy and
 // the gradient of every trainable parameter, with BatchNorm using batch statistics.
 func (s *Session) LossAndGrad(x []float32, labels []int64) (float64, align.Params, error) {
-	p, err := s.program(&s.train, true, true)
+	p, err := s.program(&s.train, trainProgram)
 	if err != nil {
 		return 0, nil, err
 	}
+	return s.runTrain(p, x, labels)
+}
+
+// runTrain runs a training program and returns the loss and the dense gradients it computes: a
+// zero gradient for a trainable parameter the loss does not depend on, none for the weights the
+// program keeps as factors.
+func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, align.Params, error) {
 	if len(labels) != s.batch {
 		return 0, nil, fmt.Errorf("graph: %d labels for a batch of %d", len(labels), s.batch)
 	}
@@ -150,18 +182,63 @@ func (s *Session) LossAndGrad(x []float32, labels []int64) (float64, align.Param
 	}
 	grads := align.Params{}
 	for _, name := range s.m.Trainable() {
-		info, _ := s.m.Info(name)
-		g := &align.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, prod(info.Shape))}
+		if _, ok := p.lowRank[name]; ok {
+			continue
+		}
+		g := &align.Tensor{Shape: slices.Clone(s.params[name].Shape)}
 		if node, ok := p.grads[name]; ok {
-			data, err := valueData(node)
-			if err != nil {
+			if g.Data, err = valueData(node); err != nil {
 				return 0, nil, err
 			}
-			copy(g.Data, data)
+		} else {
+			g.Data = make([]float32, len(s.params[name].Data))
+		}
+		if len(g.Data) != len(s.params[name].Data) {
+			return 0, nil, fmt.Errorf("graph: %s: gradient of %q has %d values for shape %v", s.m.Path, name, len(g.Data), g.Shape)
 		}
 		grads[name] = g
 	}
 	return float64(loss[0]), grads, nil
+}
+
+// LossAndFactoredGrad is LossAndGrad with the weight gradient of every dense layer (a Gemm or
+// MatMul reading a trainable 2-D weight that nothing else reads) kept as a low-rank product when
+// its factors are smaller than the matrix (batch*(rows+cols) < rows*cols): over a batch the
+// gradient is a sum of one outer product per example, dL/dW = dy^T a for y = a W^T (U = dy,
+// V = a in align.LowRank's terms) or a^T dy for y = a W (U = a, V = dy), where a is the layer's
+// input and dy the gradient of the loss with respect to the layer's product. The dense gradient of
+// such a weight is never formed, which also saves its matrix product. Every other trainable
+// parameter's gradient is in the operand's Params.
+func (s *Session) LossAndFactoredGrad(x []float32, labels []int64) (float64, align.Operand, error) {
+	p, err := s.program(&s.factored, factoredProgram)
+	if err != nil {
+		return 0, align.Operand{}, err
+	}
+	loss, grads, err := s.runTrain(p, x, labels)
+	if err != nil {
+		return 0, align.Operand{}, err
+	}
+	out := align.Operand{Params: grads, LowRank: map[string]*align.LowRank{}}
+	for name, lg := range p.lowRank {
+		a, err := valueData(lg.a)
+		if err != nil {
+			return 0, align.Operand{}, err
+		}
+		dy, err := valueData(lg.dy)
+		if err != nil {
+			return 0, align.Operand{}, err
+		}
+		l := &align.LowRank{Shape: slices.Clone(s.params[name].Shape), Rank: s.batch, U: a, V: dy}
+		if lg.transposed {
+			l.U, l.V = dy, a
+		}
+		if len(l.U) != l.Rank*l.Shape[0] || len(l.V) != l.Rank*l.Shape[1] {
+			return 0, align.Operand{}, fmt.Errorf("graph: %s: factors of %q have %d and %d values for shape %v and batch %d",
+				s.m.Path, name, len(l.U), len(l.V), l.Shape, l.Rank)
+		}
+		out.LowRank[name] = l
+	}
+	return loss, out, nil
 }
 
 // BatchStats returns the batch statistics of every BatchNormalization layer from the last
@@ -195,7 +272,7 @@ func (s *Session) NormStats(next func() ([]float32, bool)) (align.Params, error)
 	if !s.m.hasOp("BatchNormalization") {
 		return out, nil
 	}
-	p, err := s.program(&s.stats, true, false)
+	p, err := s.program(&s.stats, statsProgram)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			initCommand(),
 			permuteCommand(),
 			trainCommand(),
+			batchCommand(),
+			benchCommand(),
+			experimentCommand(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {

@@ -1,0 +1,181 @@
+package convert
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph"
+)
+
+// BenchCase is one transfer that the benchmark times: a source trajectory and a new
+// initialization of the same architecture.
+type BenchCase struct {
+	// Model names the case in the table (mlp4096, cnn, resnet).
+	Model string
+	// Source is the source run's checkpoints in order; Init the new initialization.
+	Source *Trajectory
+	Init   *graph.Model
+}
+
+// BenchResult is what the benchmark measured for one case and method.
+type BenchResult struct {
+	Model  string `json:"model"`
+	Method string `json:"method"`
+	BLAS   string `json:"blas"`
+	// Seconds is the wall time of Transfer, from the symmetry check to the last evaluation;
+	// the other times split it (OtherSeconds is the rest: symmetries, interpolation, matching
+	// objectives, BatchNorm statistics).
+	Seconds       float64 `json:"seconds"`
+	GradSeconds   float64 `json:"grad_seconds"`
+	ScoreSeconds  float64 `json:"score_seconds"`
+	AssignSeconds float64 `json:"assign_seconds"`
+	EvalSeconds   float64 `json:"eval_seconds"`
+	OtherSeconds  float64 `json:"other_seconds"`
+	// Steps is the number of transfer steps (K per segment); Accuracies the validation accuracy
+	// of steps 0..Steps.
+	Steps        int       `json:"steps"`
+	BestAccuracy float64   `json:"best_accuracy"`
+	BestStep     int       `json:"best_step"`
+	Accuracies   []float64 `json:"accuracies"`
+	// PeakRSSBytes is the process's peak resident memory during the transfer (VmHWM, reset
+	// just before it starts); BaseRSSBytes its resident memory before the checkpoints were
+	// loaded (the runtime and the data set). TransferBytes = PeakRSSBytes - BaseRSSBytes is
+	// the memory of the transfer, to compare with BufferBytes.
+	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
+	BaseRSSBytes  int64 `json:"base_rss_bytes"`
+	TransferBytes int64 `json:"transfer_bytes"`
+	// BufferBytes is the sum of the buffers the algorithm must hold at once: the checkpoints,
+	// the initialization, one source and one transferred point, the gradient pairs the method
+	// keeps at its last step (GMT: the targets of every point and the cached sources; FGMT:
+	// every pair) and the score matrix of the largest group (float64).
+	BufferBytes int64 `json:"buffer_bytes"`
+}
+
+// Bench runs one transfer of c with opt (opt.Progress and the method included) and returns its
+// timings, accuracy and memory. baseRSS is the resident memory measured before the
+// checkpoints were loaded (see ReadRSS); the peak is read from the kernel's high-water mark,
+// reset just before the transfer starts when the kernel allows it.
+func Bench(c BenchCase, opt Options, baseRSS int64) (*BenchResult, error) {
+	buffers, err := bufferBytes(c, opt)
+	if err != nil {
+		return nil, err
+	}
+	resetPeakRSS()
+	start := time.Now()
+	res, err := Transfer(c.Source, c.Init, opt, nil)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(start).Seconds()
+	peak, _, err := ReadRSS()
+	if err != nil {
+		return nil, err
+	}
+	r := &BenchResult{Model: c.Model, Method: opt.Method, BLAS: graph.BLAS, Seconds: wall, Steps: len(res.Steps) - 1,
+		BestAccuracy: res.Steps[res.Best].Accuracy, BestStep: res.Best, PeakRSSBytes: peak, BaseRSSBytes: baseRSS,
+		TransferBytes: peak - baseRSS, BufferBytes: buffers}
+	for _, s := range res.Steps {
+		// GradSeconds covers the gradients of the step; MatchSeconds the score products, the
+		// assignments and the matching objective.
+		r.GradSeconds += s.GradSeconds
+		r.ScoreSeconds += s.ScoreSeconds
+		r.AssignSeconds += s.AssignSeconds
+		r.EvalSeconds += s.EvalSeconds
+		r.OtherSeconds += s.MatchSeconds - s.ScoreSeconds - s.AssignSeconds
+		r.Accuracies = append(r.Accuracies, s.Accuracy)
+	}
+	r.OtherSeconds += wall - r.GradSeconds - r.EvalSeconds - (r.ScoreSeconds + r.AssignSeconds + r.OtherSeconds)
+	return r, nil
+}
+
+// bufferBytes returns the bytes of the buffers a transfer of c must hold at once (see
+// BenchResult.BufferBytes). The size of one gradient is measured on one batch, in the form the
+// transfer keeps it (dense layers' weights as factors where that is smaller).
+func bufferBytes(c BenchCase, opt Options) (int64, error) {
+	point := paramBytes(c.Init.Params)
+	r, err := newRunner(c.Init, opt.Batch)
+	if err != nil {
+		return 0, err
+	}
+	idx := make([]int, min(opt.Batch, opt.Train.Len()))
+	for i := range idx {
+		idx[i] = i
+	}
+	batches := make([][]int, opt.GradBatches)
+	for i := range batches {
+		batches[i] = idx
+	}
+	_, g, err := r.grad(c.Init.Params, opt.Train, batches)
+	if err != nil {
+		return 0, err
+	}
+	grad := paramBytes(g.Params)
+	for _, l := range g.LowRank {
+		grad += 4 * int64(len(l.U)+len(l.V))
+	}
+	spec, _, err := graph.Symmetries(c.Init)
+	if err != nil {
+		return 0, err
+	}
+	var largest int64
+	for _, gr := range restrict(spec, c.Init.Trainable()).Groups {
+		largest = max(largest, int64(gr.Size))
+	}
+	pairs := int64(0)
+	if opt.Method == "gmt" || opt.Method == "fgmt" {
+		pairs = int64(opt.Steps * (len(c.Source.Checkpoints) - 1))
+	}
+	return int64(len(c.Source.Checkpoints)+3)*point + 2*pairs*grad + 8*largest*largest, nil
+}
+
+// ReadRSS returns the process's peak and current resident memory in bytes (VmHWM and VmRSS of
+// /proc/self/status; Linux only).
+func ReadRSS() (peak, current int64, err error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, 0, fmt.Errorf("convert: reading memory use: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		key, value, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (key != "VmHWM" && key != "VmRSS") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("convert: reading memory use: %s: %w", sc.Text(), err)
+		}
+		if key == "VmHWM" {
+			peak = kb << 10
+		} else {
+			current = kb << 10
+		}
+	}
+	if peak == 0 || current == 0 {
+		return 0, 0, errors.Join(sc.Err(), errors.New("convert: reading memory use: no VmHWM and VmRSS in /proc/self/status"))
+	}
+	return peak, current, nil
+}
+
+// resetPeakRSS resets the kernel's peak resident memory of the process to the current value
+// (Linux: writing 5 to /proc/self/clear_refs), so that VmHWM afterwards is the peak of what
+// follows. Where that is not possible the peak stays the process's.
+func resetPeakRSS() {
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// paramBytes returns the total bytes of p's tensors.
+func paramBytes(p align.Params) int64 {
+	var n int64
+	for _, t := range p {
+		n += 4 * int64(len(t.Data))
+	}
+	return n
+}
