@@ -2,7 +2,6 @@ package convert
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
@@ -231,21 +230,8 @@ func (r *runner) evaluate(p align.Params, data dataset.Source, preds []int) (Sco
 			if preds != nil {
 				preds[idx[i]] = best
 			}
-			loss += crossEntropy(row, int(label))
+			loss += graph.CrossEntropy(row, int(label))
 		}
 	}
 	return Score{Accuracy: float64(correct) / float64(n), Loss: loss / float64(n)}, nil
-}
-
-// crossEntropy returns -log softmax(row)[label], computed stably.
-func crossEntropy(row []float32, label int) float64 {
-	m := math.Inf(-1)
-	for _, v := range row {
-		m = math.Max(m, float64(v))
-	}
-	var s float64
-	for _, v := range row {
-		s += math.Exp(float64(v) - m)
-	}
-	return m + math.Log(s) - float64(row[label])
 }

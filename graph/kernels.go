@@ -43,6 +43,13 @@ func (k *softmaxCrossEntropy) rows(logits []float32, shape tensor.Shape, f func(
 	return nil
 }
 
+// CrossEntropy returns -log softmax(logits)[label], computed stably in float64: the loss of
+// one example, as the training loss computes it.
+func CrossEntropy(logits []float32, label int) float64 {
+	m, lse := logSumExp(logits)
+	return m + lse - float64(logits[label])
+}
+
 // logSumExp returns max(row) and log(sum(exp(row - max))) in float64.
 func logSumExp(row []float32) (float64, float64) {
 	m := math.Inf(-1)
@@ -59,8 +66,7 @@ func logSumExp(row []float32) (float64, float64) {
 func (k *softmaxCrossEntropy) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	var total float64
 	err := k.rows(in[0], shapes[0], func(row []float32, y int) {
-		m, lse := logSumExp(row)
-		total += m + lse - float64(row[y])
+		total += CrossEntropy(row, y)
 	})
 	out[0] = float32(total / float64(shapes[0][0]))
 	return err

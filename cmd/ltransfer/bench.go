@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ltransfer/ltransfer/convert"
-	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/models"
 )
@@ -125,21 +124,7 @@ func benchParent(c *cli.Context) error {
 
 // benchChild runs one case and method and prints the result as JSON.
 func benchChild(c *cli.Context) error {
-	spec := c.String("data")
-	if spec == "" {
-		dir, err := dataset.ModuleMNIST()
-		if err != nil {
-			return err
-		}
-		spec = "mnist:" + dir
-	}
-	norm := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Split: dataset.SplitTrain}
-	train, err := dataset.Open(spec, norm)
-	if err != nil {
-		return err
-	}
-	norm.Split = dataset.SplitVal
-	val, err := dataset.Open(spec, norm)
+	train, val, _, err := fixtureMNIST(c.String("data"))
 	if err != nil {
 		return err
 	}

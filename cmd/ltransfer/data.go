@@ -111,3 +111,25 @@ func openData(c *cli.Context) (train, val dataset.Source, err error) {
 	}
 	return train, val, nil
 }
+
+// fixtureMNIST opens the training and validation splits of MNIST normalised as the shipped
+// fixtures were trained (mean 0.1307, std 0.3081): spec, or the GoMNIST module's files when spec
+// is empty. It returns the spec it used.
+func fixtureMNIST(spec string) (train, val dataset.Source, used string, err error) {
+	if spec == "" {
+		dir, err := dataset.ModuleMNIST()
+		if err != nil {
+			return nil, nil, "", err
+		}
+		spec = "mnist:" + dir
+	}
+	norm := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Split: dataset.SplitTrain}
+	if train, err = dataset.Open(spec, norm); err != nil {
+		return nil, nil, "", err
+	}
+	norm.Split = dataset.SplitVal
+	if val, err = dataset.Open(spec, norm); err != nil {
+		return nil, nil, "", err
+	}
+	return train, val, spec, nil
+}

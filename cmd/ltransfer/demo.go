@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ltransfer/ltransfer/convert"
-	"github.com/ltransfer/ltransfer/convert/dataset"
 )
 
 // demoRow is one method's outcome in the demo table.
@@ -40,22 +39,7 @@ func demoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the table as JSON on stdout"},
 		},
 		Action: func(c *cli.Context) error {
-			spec := c.String("data")
-			if spec == "" {
-				dir, err := dataset.ModuleMNIST()
-				if err != nil {
-					return err
-				}
-				spec = "mnist:" + dir
-			}
-			norm := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}}
-			norm.Split = dataset.SplitTrain
-			train, err := dataset.Open(spec, norm)
-			if err != nil {
-				return err
-			}
-			norm.Split = dataset.SplitVal
-			val, err := dataset.Open(spec, norm)
+			train, val, spec, err := fixtureMNIST(c.String("data"))
 			if err != nil {
 				return err
 			}

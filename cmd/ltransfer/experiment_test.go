@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -13,35 +12,13 @@ import (
 	"github.com/ltransfer/ltransfer/convert"
 )
 
-// runExperimentCLI runs the command line like run does, on an app that has the experiment
-// command whether or not main.go registers it; it returns the exit code, stdout and stderr (with
-// the error).
-func runExperimentCLI(args ...string) (int, string, string) {
-	var out, errOut bytes.Buffer
-	app := newApp(&out, &errOut)
-	if app.Command("experiment") == nil {
-		c := experimentCommand()
-		c.OnUsageError = app.OnUsageError
-		app.Commands = append(app.Commands, c)
-	}
-	err := app.Run(append([]string{"ltransfer"}, args...))
-	var u usageError
-	switch {
-	case err == nil:
-		return 0, out.String(), errOut.String()
-	case errors.As(err, &u):
-		return 2, out.String(), errOut.String() + err.Error()
-	}
-	return 1, out.String(), errOut.String() + err.Error()
-}
-
 // TestExperimentCommand runs a small scratch experiment on the shipped mlp runs (1280 training
 // and 500 validation images, K = 2) and checks the printed table, the flags' way into
 // experiment.json, and the files.
 func TestExperimentCommand(t *testing.T) {
 	data := moduleMNIST(t)
 	out := filepath.Join(t.TempDir(), "exp")
-	code, stdout, stderr := runExperimentCLI("experiment", "--source-trajectory", fixture("mlp", "seed1"),
+	code, stdout, stderr := runCLI("experiment", "--source-trajectory", fixture("mlp", "seed1"),
 		"--target-trajectory", fixture("mlp", "seed2", "ckpt_000.onnx")+","+fixture("mlp", "seed2", "ckpt_005.onnx"),
 		"--data", data, "--limit", "1280", "--val-limit", "500", "--methods", "naive,gmt", "--steps", "2",
 		"--batch", "64", "--bn-batches", "2", "--eval-every", "5", "--summary-steps", "0,10", "--lr", "0.02",
@@ -99,7 +76,7 @@ func TestExperimentCommand(t *testing.T) {
 	}
 
 	// The same folder again: refused, as a failure (exit 1), not a usage error.
-	code, _, stderr = runExperimentCLI("experiment", "--source-trajectory", fixture("mlp", "seed1"),
+	code, _, stderr = runCLI("experiment", "--source-trajectory", fixture("mlp", "seed1"),
 		"--target-trajectory", fixture("mlp", "seed2"), "--data", data, "--out", out, "--quiet")
 	if code != 1 || !strings.Contains(stderr, "not empty") {
 		t.Errorf("reusing the output folder: exit %d, %s", code, stderr)
@@ -111,7 +88,7 @@ func TestExperimentCommand(t *testing.T) {
 // each), with the classes relabelled, and checks the runs and the direct baseline.
 func TestExperimentCommandFinetune(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "exp")
-	code, stdout, stderr := runExperimentCLI("experiment", "--scenario", "finetune", "--arch", "mlp:784,32,10",
+	code, stdout, stderr := runCLI("experiment", "--scenario", "finetune", "--arch", "mlp:784,32,10",
 		"--data", moduleMNIST(t), "--limit", "640", "--val-limit", "200", "--pretrain-epochs", "1", "--epochs", "1",
 		"--pretrain-classes", "0,1", "--finetune-classes", "2,3", "--relabel", "--methods", "naive,oracle", "--steps", "2",
 		"--batch", "64", "--bn-batches", "1", "--eval-every", "5", "--out", out, "--json", "--quiet")
@@ -166,7 +143,7 @@ func TestExperimentCommandUsage(t *testing.T) {
 		{[]string{"--data", data, "--out", out, "--no-such-flag"}, 2, "no-such-flag"},
 		{[]string{"--data", data, "--out", out}, 1, "dataset: "}, // valid flags, but no MNIST files in the folder
 	} {
-		code, _, stderr := runExperimentCLI(append([]string{"experiment"}, c.args...)...)
+		code, _, stderr := runCLI(append([]string{"experiment"}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, %q; want exit %d and %q", c.args, code, stderr, c.code, c.want)
 		}

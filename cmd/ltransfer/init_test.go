@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,32 +12,11 @@ import (
 	"github.com/ltransfer/ltransfer/models"
 )
 
-// runInit runs the command line like run does, on an app that has the init command whether or
-// not main.go registers it.
-func runInit(args ...string) (code int, stderr string) {
-	var out, errOut bytes.Buffer
-	app := newApp(&out, &errOut)
-	if app.Command("init") == nil {
-		c := initCommand()
-		c.OnUsageError = app.OnUsageError
-		app.Commands = append(app.Commands, c)
-	}
-	err := app.Run(append([]string{"ltransfer", "init"}, args...))
-	var u usageError
-	switch {
-	case err == nil:
-		return 0, errOut.String()
-	case errors.As(err, &u):
-		return 2, errOut.String() + err.Error()
-	}
-	return 1, errOut.String() + err.Error()
-}
-
 func TestInitBuiltin(t *testing.T) {
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
 	for _, c := range []struct{ file, seed string }{{"a.onnx", "1"}, {"b.onnx", "1"}, {"c.onnx", "2"}} {
-		if code, stderr := runInit("--model", "mlp:784,32,10;act=none", "--seed", c.seed, "-o", path(c.file)); code != 0 {
+		if code, stderr := runInitCLI("--model", "mlp:784,32,10;act=none", "--seed", c.seed, "-o", path(c.file)); code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
 	}
@@ -64,7 +42,7 @@ func TestInitBuiltin(t *testing.T) {
 func TestInitFrom(t *testing.T) {
 	src := filepath.Join("..", "..", "testdata", "cnn", "seed1", "ckpt_002.onnx")
 	out := filepath.Join(t.TempDir(), "init.onnx")
-	if code, stderr := runInit("--from", src, "--seed", "5", "-o", out); code != 0 {
+	if code, stderr := runInitCLI("--from", src, "--seed", "5", "-o", out); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	m, err := graph.Load(src)
@@ -107,7 +85,7 @@ func TestInitUsage(t *testing.T) {
 	}
 	initMust(t, os.Mkdir(filepath.Join(dir, "sub"), 0o755))
 	for _, c := range cases {
-		code, stderr := runInit(c.args...)
+		code, stderr := runInitCLI(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
 			t.Errorf("init %q: exit %d, %q; want exit %d mentioning %q", c.args, code, stderr, c.code, c.want)
 		}
@@ -127,4 +105,10 @@ func initMust(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runInitCLI runs `ltransfer init` with args and returns the exit code and stderr.
+func runInitCLI(args ...string) (int, string) {
+	code, _, stderr := runCLI(append([]string{"init"}, args...)...)
+	return code, stderr
 }

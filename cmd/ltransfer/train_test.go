@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,27 +10,6 @@ import (
 	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 )
-
-// runTrain runs the command line like run does, on an app that has the train command whether or
-// not main.go registers it; it returns the exit code, stdout and stderr (with the error).
-func runTrain(args ...string) (int, string, string) {
-	var out, errOut bytes.Buffer
-	app := newApp(&out, &errOut)
-	if app.Command("train") == nil {
-		c := trainCommand()
-		c.OnUsageError = app.OnUsageError
-		app.Commands = append(app.Commands, c)
-	}
-	err := app.Run(append([]string{"ltransfer"}, args...))
-	var u usageError
-	switch {
-	case err == nil:
-		return 0, out.String(), errOut.String()
-	case errors.As(err, &u):
-		return 2, out.String(), errOut.String() + err.Error()
-	}
-	return 1, out.String(), errOut.String() + err.Error()
-}
 
 func moduleMNIST(t *testing.T) string {
 	t.Helper()
@@ -49,7 +26,7 @@ func moduleMNIST(t *testing.T) string {
 func TestTrainCommand(t *testing.T) {
 	data := moduleMNIST(t)
 	out := filepath.Join(t.TempDir(), "run")
-	code, stdout, stderr := runTrain("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", data,
+	code, stdout, stderr := runCLI("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", data,
 		"--mean", "0.1307", "--std", "0.3081", "--limit", "1280", "--val-limit", "500", "--epochs", "2", "--batch", "64",
 		"--lr", "0.02", "--weight-decay", "5e-4", "--schedule", "cosine", "--eval-every", "10", "--out", out, "--json", "--quiet")
 	if code != 0 {
@@ -91,7 +68,7 @@ func TestTrainCommand(t *testing.T) {
 }
 
 func TestTrainExitCodes(t *testing.T) {
-	if code, stdout, _ := runTrain("train", "--help"); code != 0 || !strings.Contains(stdout, "--every-steps") {
+	if code, stdout, _ := runCLI("train", "--help"); code != 0 || !strings.Contains(stdout, "--every-steps") {
 		t.Errorf("help: exit %d:\n%s", code, stdout)
 	}
 	model := fixture("mlp", "seed1", "ckpt_000.onnx")
@@ -119,7 +96,7 @@ func TestTrainExitCodes(t *testing.T) {
 		{[]string{"train", "--model", "missing.onnx", "--data", data, "--out", "x"}, 1, "missing.onnx"},
 		{[]string{"train", "--model", model, "--data", data, "--limit", "10", "--out", file}, 1, "is a file"},
 	} {
-		code, _, stderr := runTrain(c.args...)
+		code, _, stderr := runCLI(c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, want %d with %q; stderr:\n%s", c.args[1:], code, c.code, c.want, stderr)
 		}
@@ -129,7 +106,7 @@ func TestTrainExitCodes(t *testing.T) {
 // TestTrainProgress checks the human output when stderr is not a terminal: a line per
 // evaluation after a step (the end of each epoch here) and the summary.
 func TestTrainProgress(t *testing.T) {
-	code, stdout, stderr := runTrain("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", moduleMNIST(t),
+	code, stdout, stderr := runCLI("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", moduleMNIST(t),
 		"--limit", "8", "--val-limit", "8", "--batch", "4", "--epochs", "2", "--out", filepath.Join(t.TempDir(), "out"))
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
