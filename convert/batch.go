@@ -20,12 +20,20 @@
 //	  - kind: eval
 //	    models: [out/seed2/best.onnx, out/seed2/final.onnx]
 //	    out: evals/seed2.json
+//	  - kind: init
+//	    model: mlp:784,256,10
+//	    init_seed: 3
+//	    out: inits/seed3.onnx
 //
 // The fields of every job:
 //
 //	id            its name in reports and errors (default: out as written); unique
-//	kind          transfer (default) or eval
-//	out           a transfer's output folder, or an eval's JSON file; unique (required)
+//	kind          transfer (default), eval or init
+//	out           a transfer's output folder, an eval's JSON file, an init's ONNX file; unique
+//	              (required)
+//
+// The fields of transfer and eval jobs:
+//
 //	data          training data: mnist:DIR, cifar10:DIR or npz:FILE (required)
 //	val_data      validation data, its test split (default: the end of data's training set)
 //	val_fraction  the fraction of data's training set held out for validation (0.1)
@@ -38,7 +46,9 @@
 // The fields of a transfer:
 //
 //	trajectory    the source run: a folder of ONNX checkpoints, or the files in order (required)
-//	init          the new initialization, an ONNX file (required)
+//	init          the new initialization, an ONNX file
+//	init_seed     or the seed it is drawn from: the first checkpoint with every parameter drawn
+//	              anew (as ltransfer init --from does), written to the output folder as init.onnx
 //	target        the target run's trajectory, a folder or files, for method oracle
 //	method        gmt (default), fgmt, naive or oracle
 //	steps         interpolation points between consecutive checkpoints (10)
@@ -48,15 +58,23 @@
 //	seed          seed of the mini-batches and the matching order (1)
 //	max_sweeps    coordinate-descent sweeps of each matching (0: the matcher's default)
 //	save          the ONNX files written: steps, best, final, as a list or "best,final" (all)
+//	allow_nonfinite  accept checkpoints with NaN or infinite parameters (false)
 //
 // The fields of an eval, which writes the accuracy and loss of every model, with its SHA-256:
 //
 //	models        the ONNX files to evaluate: a file or a list (required)
 //	split         train, val (default) or test
 //
+// The fields of an init, which writes a freshly initialized model as ltransfer init does:
+//
+//	model         a built-in architecture spec, such as mlp:784,256,10
+//	from          or an ONNX model whose parameters are drawn anew
+//	init_seed     the seed of the initialization (required)
+//
 // Relative paths, data paths included, are relative to the manifest's folder. An unknown field
 // is an error, and so is a field that a job sets but its kind does not use; a default that a
-// kind does not use is ignored. Two jobs may not share an id or an output. YAML anchors,
+// kind does not use is ignored, and so is a default init (or init_seed, model, from) when the
+// job gives its alternative. Two jobs may not share an id or an output. YAML anchors,
 // aliases and merge keys (<<) work; a key given twice is an error.
 //
 // # Running a batch
@@ -111,6 +129,7 @@ import (
 const (
 	KindTransfer = "transfer"
 	KindEval     = "eval"
+	KindInit     = "init"
 )
 
 // BatchSchema is the version of the layouts of batch-report.json, batch-job.json and an eval
@@ -192,33 +211,37 @@ func (j *BatchJob) Shard(count int) int {
 // kinds the kinds of job that use it; setting:"no" marks the name, the output and the inputs,
 // which are not settings (the inputs' content is compared instead).
 type jobSpec struct {
-	ID   string `json:"id" kinds:"transfer,eval" setting:"no"`
-	Kind string `json:"kind" kinds:"transfer,eval"`
-	Out  string `json:"out" kinds:"transfer,eval" setting:"no"`
+	ID   string `json:"id" kinds:"transfer,eval,init" setting:"no"`
+	Kind string `json:"kind" kinds:"transfer,eval,init"`
+	Out  string `json:"out" kinds:"transfer,eval,init" setting:"no"`
 
-	Data        string     `json:"data" kinds:"transfer,eval"`
-	ValData     string     `json:"val_data" kinds:"transfer,eval"`
-	ValFraction float64    `json:"val_fraction" kinds:"transfer,eval"`
-	Mean        floatList  `json:"mean" kinds:"transfer,eval"`
-	Std         floatList  `json:"std" kinds:"transfer,eval"`
-	Limit       int        `json:"limit" kinds:"transfer,eval"`
-	ValLimit    int        `json:"val_limit" kinds:"transfer,eval"`
-	Classes     []int      `json:"classes" kinds:"transfer,eval"`
-	Relabel     bool       `json:"relabel" kinds:"transfer,eval"`
-	Batch       int        `json:"batch" kinds:"transfer,eval"`
-	Trajectory  stringList `json:"trajectory" kinds:"transfer" setting:"no"`
-	Init        string     `json:"init" kinds:"transfer" setting:"no"`
-	Target      stringList `json:"target" kinds:"transfer" setting:"no"`
-	Method      string     `json:"method" kinds:"transfer"`
-	Steps       int        `json:"steps" kinds:"transfer"`
-	Schedule    string     `json:"schedule" kinds:"transfer"`
-	GradBatches int        `json:"grad_batches" kinds:"transfer"`
-	NormBatches int        `json:"bn_batches" kinds:"transfer"`
-	Seed        uint64     `json:"seed" kinds:"transfer"`
-	MaxSweeps   int        `json:"max_sweeps" kinds:"transfer"`
-	Save        stringList `json:"save" kinds:"transfer"`
-	Models      stringList `json:"models" kinds:"eval" setting:"no"`
-	Split       string     `json:"split" kinds:"eval"`
+	Data           string     `json:"data" kinds:"transfer,eval"`
+	ValData        string     `json:"val_data" kinds:"transfer,eval"`
+	ValFraction    float64    `json:"val_fraction" kinds:"transfer,eval"`
+	Mean           floatList  `json:"mean" kinds:"transfer,eval"`
+	Std            floatList  `json:"std" kinds:"transfer,eval"`
+	Limit          int        `json:"limit" kinds:"transfer,eval"`
+	ValLimit       int        `json:"val_limit" kinds:"transfer,eval"`
+	Classes        []int      `json:"classes" kinds:"transfer,eval"`
+	Relabel        bool       `json:"relabel" kinds:"transfer,eval"`
+	Batch          int        `json:"batch" kinds:"transfer,eval"`
+	Trajectory     stringList `json:"trajectory" kinds:"transfer" setting:"no"`
+	Init           string     `json:"init" kinds:"transfer" setting:"no"`
+	InitSeed       *uint64    `json:"init_seed,omitempty" kinds:"transfer,init"`
+	Target         stringList `json:"target" kinds:"transfer" setting:"no"`
+	Method         string     `json:"method" kinds:"transfer"`
+	Steps          int        `json:"steps" kinds:"transfer"`
+	Schedule       string     `json:"schedule" kinds:"transfer"`
+	GradBatches    int        `json:"grad_batches" kinds:"transfer"`
+	NormBatches    int        `json:"bn_batches" kinds:"transfer"`
+	Seed           uint64     `json:"seed" kinds:"transfer"`
+	MaxSweeps      int        `json:"max_sweeps" kinds:"transfer"`
+	Save           stringList `json:"save" kinds:"transfer"`
+	AllowNonFinite bool       `json:"allow_nonfinite,omitempty" kinds:"transfer"`
+	Models         stringList `json:"models" kinds:"eval" setting:"no"`
+	Split          string     `json:"split" kinds:"eval"`
+	Model          string     `json:"model" kinds:"init"`
+	From           string     `json:"from" kinds:"init" setting:"no"`
 }
 
 // jobKind is what a kind of batch job does. Its manifest fields are the jobSpec fields whose
@@ -242,7 +265,10 @@ type jobKind interface {
 }
 
 // kinds are the kinds of batch job by name.
-var kinds = map[string]jobKind{KindTransfer: transferKind{}, KindEval: evalKind{}}
+var kinds = map[string]jobKind{KindTransfer: transferKind{}, KindEval: evalKind{}, KindInit: initKind{}}
+
+// alternatives are the pairs of fields of which a job gives one.
+var alternatives = [][2]string{{"init", "init_seed"}, {"model", "from"}}
 
 // kindNames lists the kinds for messages: "eval or transfer".
 func kindNames() string {
@@ -263,7 +289,8 @@ var specFields = func() map[string]specField {
 	t := reflect.TypeFor[jobSpec]()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		fields[f.Tag.Get("json")] = specField{index: i, kinds: strings.Split(f.Tag.Get("kinds"), ","), setting: f.Tag.Get("setting") != "no"}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		fields[name] = specField{index: i, kinds: strings.Split(f.Tag.Get("kinds"), ","), setting: f.Tag.Get("setting") != "no"}
 	}
 	return fields
 }()
@@ -468,7 +495,8 @@ func decodeYAML(data []byte) (map[string]any, []int, error) {
 		return nil, nil, errors.New("want a YAML mapping with defaults and jobs")
 	}
 	top := root.Content[0]
-	v, err := yamlValue(top)
+	budget := maxYAMLValues
+	v, err := yamlValue(top, &budget)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -491,9 +519,17 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-// yamlValue converts a YAML node into a JSON-like value.
-func yamlValue(n *yaml.Node) (any, error) {
+// maxYAMLValues bounds the values a YAML manifest expands to: aliases of aliases can make a
+// small file stand for billions of values.
+const maxYAMLValues = 1 << 20
+
+// yamlValue converts a YAML node into a JSON-like value; budget is the number of values (aliases
+// expanded) still allowed.
+func yamlValue(n *yaml.Node, budget *int) (any, error) {
 	n = resolveAlias(n)
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("the manifest expands to more than %d values (aliases of aliases?)", maxYAMLValues)
+	}
 	switch n.Kind {
 	case yaml.MappingNode:
 		m := map[string]any{}
@@ -503,7 +539,7 @@ func yamlValue(n *yaml.Node) (any, error) {
 			if k.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("line %d: a mapping key must be a string", k.Line)
 			}
-			v, err := yamlValue(vn)
+			v, err := yamlValue(vn, budget)
 			if err != nil {
 				return nil, err
 			}
@@ -540,7 +576,7 @@ func yamlValue(n *yaml.Node) (any, error) {
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
 		for _, e := range n.Content {
-			v, err := yamlValue(e)
+			v, err := yamlValue(e, budget)
 			if err != nil {
 				return nil, err
 			}
@@ -589,6 +625,15 @@ func parseJob(defaults, own map[string]any, dir string) (*BatchJob, error) {
 	for _, key := range sortedKeys(own) {
 		if !slices.Contains(specFields[key].kinds, kind) {
 			return nil, failf(id, key, "not used by %s jobs", kind)
+		}
+	}
+	// A job that gives one of two alternatives does not take the other from the defaults.
+	defaults = maps.Clone(defaults)
+	for _, pair := range alternatives {
+		for i, name := range pair {
+			if _, ok := own[name]; ok {
+				delete(defaults, pair[1-i])
+			}
 		}
 	}
 	spec := jobSpec{Kind: kind}
@@ -777,7 +822,7 @@ func (s *jobSpec) resolve(dir string) error {
 		}
 		return out
 	}
-	s.Out, s.Init = at(s.Out), at(s.Init)
+	s.Out, s.Init, s.From = at(s.Out), at(s.Init), at(s.From)
 	s.Trajectory, s.Target, s.Models = all(s.Trajectory), all(s.Target), all(s.Models)
 	for _, f := range []struct {
 		name string
@@ -1267,8 +1312,8 @@ func (transferKind) check(s jobSpec) error {
 	if len(s.Trajectory) == 0 {
 		return s.bad("trajectory", "required by transfer jobs")
 	}
-	if s.Init == "" {
-		return s.bad("init", "required by transfer jobs")
+	if (s.Init == "") == (s.InitSeed == nil) {
+		return s.bad("init", "transfer jobs need exactly one of init and init_seed")
 	}
 	if err := s.checkData(); err != nil {
 		return err
@@ -1302,6 +1347,9 @@ func (transferKind) check(s jobSpec) error {
 }
 
 func (transferKind) inputs(s jobSpec) []string {
+	if s.Init == "" {
+		return slices.Concat(s.Trajectory, s.Target)
+	}
 	return slices.Concat(s.Trajectory, []string{s.Init}, s.Target)
 }
 
@@ -1319,11 +1367,11 @@ func (transferKind) run(r *batchRun, j *BatchJob) error {
 	}
 	save := s.saveSet()
 	job := Job{
-		Trajectory: s.Trajectory, Init: s.Init, Target: strings.Join(s.Target, ","), Out: s.Out, Save: save,
+		Trajectory: s.Trajectory, Init: s.Init, InitSeed: s.InitSeed, Target: strings.Join(s.Target, ","), Out: s.Out, Save: save,
 		Data: s.Data, ValData: s.ValData,
 		Options: Options{
 			Method: s.Method, Steps: s.Steps, Schedule: Schedule(s.Schedule), Batch: s.Batch, GradBatches: s.GradBatches,
-			NormBatches: s.NormBatches, Seed: s.Seed, MaxSweeps: s.MaxSweeps, Train: train, Val: val,
+			NormBatches: s.NormBatches, Seed: s.Seed, MaxSweeps: s.MaxSweeps, Train: train, Val: val, AllowNonFinite: s.AllowNonFinite,
 			Progress: func(step StepReport) {
 				r.event(BatchEvent{Job: j, Step: &step})
 				if r.ctx.Err() != nil {
@@ -1446,8 +1494,8 @@ func (transferKind) complete(r *batchRun, j *BatchJob) bool {
 		return false
 	}
 	settings := Settings{Steps: s.Steps, Schedule: Schedule(s.Schedule), Batch: s.Batch, GradBatches: s.GradBatches,
-		NormBatches: s.NormBatches, Seed: s.Seed, Data: s.Data, ValData: s.ValData}
-	if rep.Schema != ReportSchema || rep.Method != s.Method || rep.Settings != settings {
+		NormBatches: s.NormBatches, Seed: s.Seed, InitSeed: s.InitSeed, Data: s.Data, ValData: s.ValData}
+	if rep.Schema != ReportSchema || rep.Method != s.Method || !reflect.DeepEqual(rep.Settings, settings) {
 		return false
 	}
 	var inputs []InputFile
@@ -1455,7 +1503,7 @@ func (transferKind) complete(r *batchRun, j *BatchJob) bool {
 		role  string
 		paths []string
 	}{{"trajectory", s.Trajectory}, {"init", []string{s.Init}}, {"target", s.Target}} {
-		if len(in.paths) == 0 {
+		if len(in.paths) == 0 || in.paths[0] == "" {
 			continue
 		}
 		paths := in.paths

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/models"
 )
 
 // batchEnv is what the batch tests' manifests refer to: real MNIST and the mlp fixture, by
@@ -113,6 +114,21 @@ func statuses(rep *BatchReport) map[string]JobStatus {
 	return s
 }
 
+// runAllOK runs the manifest at path, fails the test if a job fails, and returns the statuses.
+func runAllOK(t *testing.T, path string, opt BatchOptions) map[string]JobStatus {
+	t.Helper()
+	rep, err := RunBatch(context.Background(), loadManifest(t, path), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range rep.Jobs {
+		if j.Status == StatusFailed {
+			t.Fatalf("job %s failed: %s", j.ID, j.Error)
+		}
+	}
+	return statuses(rep)
+}
+
 // tempFiles lists the temporary files of atomic writes under dir.
 func tempFiles(t *testing.T, dir string) []string {
 	t.Helper()
@@ -144,9 +160,9 @@ func TestParseManifestErrors(t *testing.T) {
 		{"unknown default", "defaults: {metod: gmt}\n" + job, "defaults", "metod", "unknown field"},
 		{"unknown top level", "default: {}\n" + job, "", "default", "unknown top-level field"},
 		{"no jobs", "defaults: {}\n", "", "jobs", "at least one job"},
-		{"wrong kind", "jobs:\n  - {kind: train, out: o}\n", "o", "kind", `"train", want eval or transfer`},
+		{"wrong kind", "jobs:\n  - {kind: train, out: o}\n", "o", "kind", `"train", want eval, init or transfer`},
 		{"field of another kind", "jobs:\n  - {id: e, kind: eval, models: m.onnx, data: 'mnist:d', out: o.json, method: gmt}\n", "e", "method", "not used by eval jobs"},
-		{"missing init", "jobs:\n  - {trajectory: t, data: 'mnist:d', out: o}\n", "o", "init", "required by transfer jobs"},
+		{"missing init", "jobs:\n  - {trajectory: t, data: 'mnist:d', out: o}\n", "o", "init", "transfer jobs need exactly one of init and init_seed"},
 		{"missing out", "jobs:\n  - {trajectory: t, init: i.onnx, data: 'mnist:d'}\n", "jobs[0]", "out", "required"},
 		{"missing data", "jobs:\n  - {kind: eval, models: [m.onnx], out: o.json}\n", "o.json", "data", "required"},
 		{"wrong type", "jobs:\n  - {trajectory: t, init: i.onnx, data: 'mnist:d', out: o, steps: ten}\n", "o", "steps", `want an integer, got "ten"`},
@@ -467,16 +483,7 @@ func TestBatchResume(t *testing.T) {
 	path := writeManifest(t, dir, "batch.yaml", manifest(64, 1))
 	run := func(force bool) map[string]JobStatus {
 		t.Helper()
-		rep, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Force: force, Parallel: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, j := range rep.Jobs {
-			if j.Status == StatusFailed {
-				t.Fatalf("job %s failed: %s", j.ID, j.Error)
-			}
-		}
-		return statuses(rep)
+		return runAllOK(t, path, BatchOptions{Force: force, Parallel: 2})
 	}
 	all := func(s JobStatus) map[string]JobStatus {
 		return map[string]JobStatus{"a": s, "b": s, "c": s, "e": s}
@@ -746,4 +753,112 @@ jobs:
 	// out/seed3          transfer runs/out/seed3           shard 0 of 5
 	// out/seed4          transfer runs/out/seed4           shard 3 of 5
 	// evals/ensemble.json eval     runs/evals/ensemble.json shard 0 of 5
+}
+
+// TestBatchInitJobs checks init jobs (a built-in architecture, an ONNX model redrawn) and
+// transfers from an init job's output and from init_seed: what they write, that a second run
+// skips them all, and that a changed seed redoes the job and the transfer that reads it.
+func TestBatchInitJobs(t *testing.T) {
+	e := newBatchEnv(t)
+	dir := t.TempDir()
+	e = e.local(t, dir)
+	manifest := func(seed int) string {
+		return e.cheapDefaults() + fmt.Sprintf(`jobs:
+  - {kind: init, model: "mlp:784,32,10;act=tanh", init_seed: 7, out: inits/tiny.onnx}
+  - {kind: init, from: %s, init_seed: %d, out: inits/redrawn.onnx}
+  - {id: from-file, out: out/file, init: inits/redrawn.onnx}
+  - {id: from-seed, out: out/seed, init_seed: %d}
+`, e.traj[0], seed, seed)
+	}
+	path := writeManifest(t, dir, "batch.yaml", manifest(5))
+	run := func() map[string]JobStatus {
+		t.Helper()
+		return runAllOK(t, path, BatchOptions{})
+	}
+	ids := []string{"inits/tiny.onnx", "inits/redrawn.onnx", "from-file", "from-seed"}
+	want := func(ok ...string) map[string]JobStatus {
+		m := map[string]JobStatus{}
+		for _, id := range ids {
+			m[id] = StatusSkipped
+			if slices.Contains(ok, id) {
+				m[id] = StatusOK
+			}
+		}
+		return m
+	}
+	if got := run(); !sameStatuses(got, want(ids...)) {
+		t.Fatalf("first run: %v", got)
+	}
+
+	// The files are what ltransfer init writes, and init_seed draws the same initialization.
+	arch, err := models.Parse("mlp:784,32,10;act=tanh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny, err := models.New(arch, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, filepath.Join(dir, "inits", "tiny.onnx"), func() ([]byte, error) { return tiny.Encode(nil) })
+	first, err := graph.Load(filepath.Join(dir, e.traj[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drawn, err := models.Reinit(first, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, filepath.Join(dir, "inits", "redrawn.onnx"), func() ([]byte, error) { return first.Encode(drawn) })
+	sameBytes(t, filepath.Join(dir, "out", "seed", "init.onnx"), func() ([]byte, error) { return first.Encode(drawn) })
+	for name, wantSeed := range map[string]bool{"file": false, "seed": true} {
+		var rep Report
+		if err := readJSON(filepath.Join(dir, "out", name, "report.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		roles := map[string]int{}
+		for _, in := range rep.Inputs {
+			roles[in.Role]++
+		}
+		if got := rep.Settings.InitSeed != nil && *rep.Settings.InitSeed == 5; got != wantSeed || (roles["init"] == 1) == wantSeed {
+			t.Errorf("out/%s: init_seed %v and inputs %v", name, rep.Settings.InitSeed, roles)
+		}
+	}
+	finals := func() [2][]byte {
+		var f [2][]byte
+		for i, name := range []string{"file", "seed"} {
+			data, err := os.ReadFile(filepath.Join(dir, "out", name, "final.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f[i] = data
+		}
+		return f
+	}
+	if f := finals(); string(f[0]) != string(f[1]) {
+		t.Error("a transfer from init_seed differs from the same transfer from the file an init job drew")
+	}
+
+	if got := run(); !sameStatuses(got, want()) {
+		t.Errorf("second run: %v", got)
+	}
+	writeManifest(t, dir, "batch.yaml", manifest(6))
+	if got := run(); !sameStatuses(got, want("inits/redrawn.onnx", "from-file", "from-seed")) {
+		t.Errorf("after a seed change: %v", got)
+	}
+}
+
+// sameBytes fails unless the file at path holds the bytes that encode returns.
+func sameBytes(t *testing.T, path string, encode func() ([]byte, error)) {
+	t.Helper()
+	have, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(have) != string(want) {
+		t.Errorf("%s: %d bytes differ from the %d expected", path, len(have), len(want))
+	}
 }

@@ -1,7 +1,9 @@
 package convert
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
@@ -41,11 +43,21 @@ func (r *runner) session(n int, p align.Params) (*graph.Session, error) {
 	return s, s.SetParams(p)
 }
 
+// values returns the number of values of a shape.
+func values(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
 // load reads the examples at idx from data into the runner's buffers.
 func (r *runner) load(data dataset.Source, idx []int) ([]float32, []int64, error) {
-	size := 1
-	for _, d := range data.Shape() {
-		size *= d
+	size := values(data.Shape())
+	if in := r.m.Input.Shape; len(in) > 0 && values(in[1:]) != size {
+		return nil, nil, fmt.Errorf("convert: the data's examples have shape %v (%d values), the model's input %q needs %v (%d values)",
+			data.Shape(), size, r.m.Input.Name, in[1:], values(in[1:]))
 	}
 	if need := len(idx) * size; cap(r.x) < need {
 		r.x = make([]float32, need)
@@ -160,8 +172,20 @@ func (r *runner) normStats(p align.Params, data dataset.Source, batches [][]int)
 
 // Score is a model's accuracy and mean cross-entropy on a data set.
 type Score struct {
-	Accuracy float64 `json:"accuracy"`
-	Loss     float64 `json:"loss"`
+	Accuracy float64  `json:"accuracy"`
+	Loss     Measured `json:"loss"`
+}
+
+// Measured is a measured value that may be NaN or infinite (the loss of parameters with
+// non-finite values); JSON holds such a value as null.
+type Measured float64
+
+// MarshalJSON writes the value, or null when it is not finite.
+func (v Measured) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(v))
 }
 
 // Evaluate returns the accuracy and mean cross-entropy of model m with parameters p (nil: its
@@ -233,5 +257,5 @@ func (r *runner) evaluate(p align.Params, data dataset.Source, preds []int) (Sco
 			loss += graph.CrossEntropy(row, int(label))
 		}
 	}
-	return Score{Accuracy: float64(correct) / float64(n), Loss: loss / float64(n)}, nil
+	return Score{Accuracy: float64(correct) / float64(n), Loss: Measured(loss / float64(n))}, nil
 }

@@ -105,7 +105,8 @@ func TestExperimentScratchFineTuning(t *testing.T) {
 // pairs of Go-trained runs 64-92% (mean 82%), while GMT stayed near 96-97%. Go's runs from seeds
 // 1 and 2 give naive 85.3-85.5%, GMT 95.7-96.5% and FGMT 95.6-95.8% (the range over recent
 // changes to the engine's arithmetic): 10 to 11 points. (The PyTorch runs from
-// seeds 1 and 2, transferred by ltransfer, give naive 74.1%, GMT 96.9% and FGMT 96.6%.) So the
+// seeds 1 and 2 give naive 74.2%, GMT 96.6% and FGMT 96.4%, and TestTransferFinetuneOfPyTorchRuns
+// holds them to the 15 points.) So the
 // test asks for what the methods control: that GMT and FGMT recover at least three quarters of
 // the accuracy that naive falls short of the target run's final accuracy (the paper's figures:
 // 95% and 92%; here 82-88% and 81-82%).

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/models"
 )
 
 // Job is one transfer with its files: the source trajectory, the initialization, the output
@@ -17,8 +19,11 @@ import (
 type Job struct {
 	// Trajectory is a folder of checkpoints, or the checkpoint files in order.
 	Trajectory []string
-	// Init is the new initialization's ONNX file.
-	Init string
+	// Init is the new initialization's ONNX file. When it is empty, InitSeed must be set: the
+	// initialization is then the first checkpoint with every parameter drawn anew from that seed
+	// (models.Reinit), written to the output folder as init.onnx.
+	Init     string
+	InitSeed *uint64
 	// Target is the target run's trajectory (a folder, or files separated by commas) for the
 	// oracle.
 	Target string
@@ -39,16 +44,32 @@ func (j Job) Run() (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	init, err := graph.Load(j.Init)
-	if err != nil {
-		return nil, err
+	if (j.Init == "") == (j.InitSeed == nil) {
+		return nil, errors.New("convert: a transfer needs either an initialization file or an initialization seed")
 	}
 	if j.Target != "" {
 		if j.Options.Target, err = LoadTrajectory(strings.Split(j.Target, ",")...); err != nil {
 			return nil, err
 		}
 	}
-	if err := PrepareDir(j.Out, append(slices.Clone(src.Paths), j.Init)...); err != nil {
+	inputs := slices.Clone(src.Paths)
+	if j.Init != "" {
+		inputs = append(inputs, j.Init)
+	}
+	if err := PrepareDir(j.Out, inputs...); err != nil {
+		return nil, err
+	}
+	var files []string
+	initPath := j.Init
+	if j.Init == "" {
+		initPath = filepath.Join(j.Out, "init.onnx")
+		if err := drawInit(src.Checkpoints[0], *j.InitSeed, initPath); err != nil {
+			return nil, err
+		}
+		files = append(files, "init.onnx")
+	}
+	init, err := graph.Load(initPath)
+	if err != nil {
 		return nil, err
 	}
 	// Written files evaluate in inference mode in any ONNX runtime, as ltransfer evaluates them.
@@ -56,7 +77,7 @@ func (j Job) Run() (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{Dir: j.Out, Model: out, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"]}
+	w := &Writer{Dir: j.Out, Model: out, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"], Files: files}
 	res, err := Transfer(src, init, j.Options, func(r StepReport, p align.Params) error {
 		return w.Step(r.Step, r.Accuracy, p)
 	})
@@ -70,14 +91,17 @@ func (j Job) Run() (*Report, error) {
 		Schema: ReportSchema, Method: j.Method, Steps: res.Steps, BestStep: res.Best,
 		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped, InitScore: res.InitScore,
 		Settings: Settings{Steps: j.Steps, Schedule: j.Schedule, Batch: j.Batch, GradBatches: j.GradBatches,
-			NormBatches: j.NormBatches, Seed: j.Seed, Data: j.Data, ValData: j.ValData},
+			NormBatches: j.NormBatches, Seed: j.Seed, InitSeed: j.InitSeed, Data: j.Data, ValData: j.ValData},
 	}
-	inputs := map[string][]string{"trajectory": src.Paths, "init": {j.Init}}
+	roles := map[string][]string{"trajectory": src.Paths}
+	if j.Init != "" {
+		roles["init"] = []string{j.Init}
+	}
 	if j.Options.Target != nil {
-		inputs["target"] = j.Options.Target.Paths
+		roles["target"] = j.Options.Target.Paths
 	}
 	for _, role := range []string{"trajectory", "init", "target"} {
-		for _, p := range inputs[role] {
+		for _, p := range roles[role] {
 			sum, err := HashFile(p)
 			if err != nil {
 				return nil, fmt.Errorf("convert: %w", err)
@@ -97,4 +121,13 @@ func (j Job) Run() (*Report, error) {
 		return nil, err
 	}
 	return report, nil
+}
+
+// drawInit writes to path the model first with every parameter drawn anew from seed.
+func drawInit(first *graph.Model, seed uint64, path string) error {
+	params, err := models.Reinit(first, seed)
+	if err != nil {
+		return fmt.Errorf("convert: drawing an initialization from %s: %w", first.Path, err)
+	}
+	return first.Save(path, params)
 }

@@ -54,8 +54,10 @@ type Settings struct {
 	GradBatches int      `json:"grad_batches"`
 	NormBatches int      `json:"bn_batches"`
 	Seed        uint64   `json:"seed"`
-	Data        string   `json:"data"`
-	ValData     string   `json:"val_data"`
+	// InitSeed is the seed the initialization was drawn from, when it was not given as a file.
+	InitSeed *uint64 `json:"init_seed,omitempty"`
+	Data     string  `json:"data"`
+	ValData  string  `json:"val_data"`
 }
 
 // GroupReport is one permutation group.

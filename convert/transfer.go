@@ -37,6 +37,11 @@ type Options struct {
 	Target *Trajectory
 	// Progress, when set, is called after every step.
 	Progress func(StepReport)
+	// AllowNonFinite accepts checkpoints and an initialization with NaN or infinite trainable
+	// values, which are refused otherwise. The values propagate as they would in any framework:
+	// the naive method goes through (a non-finite loss is reported as null), while matching
+	// methods fail at the first matching whose gradients are not finite, naming the step.
+	AllowNonFinite bool
 }
 
 // StepReport describes one step of a transfer.
@@ -162,13 +167,13 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 		}
 	}
 	for i, m := range src.Checkpoints {
-		if err := checkFinite(m.Params, t.trainable, src.Paths[i]); err != nil {
-			return nil, err
+		if err := checkFinite(m.Params, t.trainable, src.Paths[i]); err != nil && !opt.AllowNonFinite {
+			return nil, fmt.Errorf("%w (--allow-nonfinite to go on)", err)
 		}
 		t.theta1 = append(t.theta1, m.Params)
 	}
-	if err := checkFinite(init.Params, t.trainable, init.Path); err != nil {
-		return nil, err
+	if err := checkFinite(init.Params, t.trainable, init.Path); err != nil && !opt.AllowNonFinite {
+		return nil, fmt.Errorf("%w (--allow-nonfinite to go on)", err)
 	}
 	method, err := t.method()
 	if err != nil {

@@ -99,17 +99,30 @@ func nodeError(n *Node, err error) error {
 	return fmt.Errorf("node %q (%s): %w", n.Name, n.Op, err)
 }
 
+// maxExample bounds the number of values of one input example (a 4096x4096 RGB image has 2^26).
+const maxExample = 1 << 28
+
+// checkInput checks that the data input has a declared shape whose dimensions, all but the
+// batch dimension, are fixed and not absurd.
+func (m *Model) checkInput() error {
+	if len(m.Input.Shape) < 1 {
+		return fmt.Errorf("input %q has no declared shape", m.Input.Name)
+	}
+	if slices.Min(append([]int{1}, m.Input.Shape[1:]...)) <= 0 {
+		return fmt.Errorf("input %q has shape %v: only the batch dimension may be symbolic", m.Input.Name, m.Input.Shape)
+	}
+	if _, ok := product(m.Input.Shape[1:], maxExample); !ok {
+		return fmt.Errorf("input %q has shape %v: more than %d values an example", m.Input.Name, m.Input.Shape, maxExample)
+	}
+	return nil
+}
+
 // newBuilder starts the graph of m for a batch size: the input node and the known initializers.
 func newBuilder(m *Model, batch int, training bool) (*builder, *G.Node, error) {
-	if len(m.Input.Shape) < 1 {
-		return nil, nil, fmt.Errorf("input %q has no declared shape", m.Input.Name)
+	if err := m.checkInput(); err != nil {
+		return nil, nil, err
 	}
 	shape := append([]int{batch}, m.Input.Shape[1:]...)
-	for _, d := range shape[1:] {
-		if d <= 0 {
-			return nil, nil, fmt.Errorf("input %q has shape %v: only the batch dimension may be symbolic", m.Input.Name, m.Input.Shape)
-		}
-	}
 	b := &builder{m: m, g: G.NewGraph(), training: training, vals: map[string]value{}, params: map[string]*G.Node{},
 		layers: map[string]denseLayer{}}
 	x := G.NewTensor(b.g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName("input:"+m.Input.Name))
@@ -349,8 +362,40 @@ func (b *builder) set(n *Node, v value) {
 	b.vals[n.Outputs[0]] = v
 }
 
-// apply translates one ONNX node.
+// maxValues bounds the number of values of any tensor a graph computes: a file whose shapes or
+// attributes (a padding of millions, say) make a larger one is refused before anything is
+// allocated. 2^28 float32 values are 1 GiB; a ResNet-50 at 224x224 and batch 128 stays below.
+var maxValues = 1 << 28
+
+// apply translates one ONNX node and checks the size of what it computes.
 func (b *builder) apply(n *Node) error {
+	if err := b.applyOp(n); err != nil {
+		return err
+	}
+	for _, out := range n.Outputs {
+		if v, ok := b.vals[out]; ok && v.node != nil {
+			if size, ok := product(v.node.Shape(), maxValues); !ok || size == 0 {
+				return fmt.Errorf("%w: output %q would have shape %v: empty or more than %d values", ErrFormat, out, v.node.Shape(), maxValues)
+			}
+		}
+	}
+	return nil
+}
+
+// product returns the product of dims if it is at most limit.
+func product(dims []int, limit int) (int, bool) {
+	n := 1
+	for _, d := range dims {
+		if d < 0 || (d > 0 && n > limit/d) {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
+}
+
+// applyOp translates one ONNX node.
+func (b *builder) applyOp(n *Node) error {
 	if len(n.Outputs) == 0 {
 		return errors.New("node has no outputs")
 	}

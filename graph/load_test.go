@@ -18,7 +18,7 @@ import (
 
 // tinyMLP builds a 4-3-2 MLP (Gemm, Relu, Gemm) with deterministic weights; op replaces the
 // activation.
-func tinyMLP(t *testing.T, op string) *Builder {
+func tinyMLP(t testing.TB, op string) *Builder {
 	t.Helper()
 	b := NewBuilder("tiny", 13)
 	b.Input("x", []int{-1, 4})
@@ -41,7 +41,7 @@ func tinyMLP(t *testing.T, op string) *Builder {
 	return b
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,9 @@ func TestLoadErrorsNameFileAndProblem(t *testing.T) {
 func TestTensorSizeMismatchIsRefused(t *testing.T) {
 	b := tinyMLP(t, "Relu")
 	b.pb.Graph.Initializer[0].Dims = []int64{1 << 20, 1 << 20} // declares 2^40 floats, holds 12
-	_, err := b.Model()
+	data, err := b.Encode()
+	must(t, err)
+	checkAlloc(t, len(data), func() { _, err = Decode(data, t.TempDir()) }) // nothing sized by the declaration
 	if err == nil || !strings.Contains(err.Error(), `initializer "w1"`) || !errors.Is(err, ErrFormat) {
 		t.Fatalf("huge declared tensor: %v", err)
 	}

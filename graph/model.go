@@ -168,7 +168,7 @@ func elementCountOrZero(dims []int64) int64 {
 func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 	g := pb.Graph
 	if len(b.ops) != len(g.Node) {
-		return fmt.Errorf("onnx-go decoded %d operators, the file has %d", len(b.ops), len(g.Node))
+		return fmt.Errorf("%w: onnx-go decoded %d operators, the file has %d", ErrFormat, len(b.ops), len(g.Node))
 	}
 	for _, imp := range pb.OpsetImport {
 		if imp.GetDomain() == "" || imp.GetDomain() == "ai.onnx" {
@@ -181,10 +181,10 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 			name = fmt.Sprintf("%s_%d", n.GetOpType(), i)
 		}
 		if b.ops[i].opType != n.GetOpType() {
-			return fmt.Errorf("node %q: onnx-go decoded operator %s, the file says %s", name, b.ops[i].opType, n.GetOpType())
+			return fmt.Errorf("%w: node %q: onnx-go decoded operator %s, the file says %s", ErrFormat, name, b.ops[i].opType, n.GetOpType())
 		}
 		if n.GetDomain() != "" && n.GetDomain() != "ai.onnx" {
-			return fmt.Errorf("node %q (%s): operator domain %q is not supported", name, n.GetOpType(), n.GetDomain())
+			return fmt.Errorf("node %q (%s): operator domain %q is %w", name, n.GetOpType(), n.GetDomain(), ErrUnsupported)
 		}
 		attrs := b.ops[i].attrs
 		if attrs == nil {
@@ -228,7 +228,7 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 		}
 	}
 	if m.Input.Name == "" {
-		return errors.New("the graph has no data input (every input is an initializer)")
+		return fmt.Errorf("%w: the graph has no data input (every input is an initializer)", ErrFormat)
 	}
 	m.Output = valueInfo(g.Output[0])
 	m.assignRoles()

@@ -636,8 +636,8 @@ func pads2D(n *Node, in []int, kernel, strides, dilations []int) ([4]int, error)
 		if pads == nil {
 			return p, nil
 		}
-		if len(pads) != 4 {
-			return p, fmt.Errorf("pads %v: want 4 values for a 2-D window", pads)
+		if len(pads) != 4 || slices.Min(pads) < 0 {
+			return p, fmt.Errorf("pads %v: want 4 non-negative values for a 2-D window", pads)
 		}
 		return [4]int{pads[0], pads[1], pads[2], pads[3]}, nil
 	case "VALID":
@@ -659,11 +659,17 @@ func pads2D(n *Node, in []int, kernel, strides, dilations []int) ([4]int, error)
 	}
 }
 
-func ints2(v []int, def int) []int {
+// window2 returns the attribute of a 2-D window (kernel_shape, strides, dilations): two
+// positive values, [def, def] when the attribute is absent.
+func (n *Node) window2(name string, def int) ([]int, error) {
+	v := n.attrInts(name)
 	if v == nil {
-		return []int{def, def}
+		return []int{def, def}, nil
 	}
-	return v
+	if len(v) != 2 || v[0] < 1 || v[1] < 1 {
+		return nil, fmt.Errorf("%s %v: want 2 positive values for a 2-D window", name, v)
+	}
+	return v, nil
 }
 
 func (b *builder) conv(n *Node) error {
@@ -683,7 +689,14 @@ func (b *builder) conv(n *Node) error {
 		return fmt.Errorf("group=%d", group)
 	}
 	kernel := []int{w.Shape()[2], w.Shape()[3]}
-	strides, dilations := ints2(n.attrInts("strides"), 1), ints2(n.attrInts("dilations"), 1)
+	strides, err := n.window2("strides", 1)
+	if err != nil {
+		return err
+	}
+	dilations, err := n.window2("dilations", 1)
+	if err != nil {
+		return err
+	}
 	pads, err := pads2D(n, x.Shape()[2:], kernel, strides, dilations)
 	if err != nil {
 		return err
@@ -730,12 +743,18 @@ func (b *builder) pool(n *Node) error {
 	}
 	k := &pool2D{max: n.Op == "MaxPool", global: n.Op == "GlobalAveragePool"}
 	if !k.global {
-		kernel := n.attrInts("kernel_shape")
-		if len(kernel) != 2 {
-			return fmt.Errorf("kernel_shape %v: want 2 values", kernel)
+		if n.attrInts("kernel_shape") == nil {
+			return fmt.Errorf("the kernel_shape attribute is missing")
 		}
-		strides := ints2(n.attrInts("strides"), 1)
-		if d := n.attrInts("dilations"); d != nil && (d[0] != 1 || d[1] != 1) {
+		kernel, err := n.window2("kernel_shape", 0)
+		if err != nil {
+			return err
+		}
+		strides, err := n.window2("strides", 1)
+		if err != nil {
+			return err
+		}
+		if d, err := n.window2("dilations", 1); err != nil || d[0] != 1 || d[1] != 1 {
 			return fmt.Errorf("dilated pooling is %w", ErrUnsupported)
 		}
 		if n.attrInt("ceil_mode", 0) != 0 {

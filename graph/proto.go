@@ -53,10 +53,15 @@ func decodeProto(data []byte, dir string) (*onnxpb.ModelProto, map[string]extern
 		return nil, nil, fmt.Errorf("%w: graph has no outputs", ErrFormat)
 	}
 	external := map[string]externalRef{}
+	names := map[string]bool{}
 	for i, t := range g.GetInitializer() {
 		if t.GetName() == "" {
 			return nil, nil, fmt.Errorf("%w: initializer %d has no name", ErrFormat, i)
 		}
+		if names[t.GetName()] {
+			return nil, nil, fmt.Errorf("%w: two initializers are named %q", ErrFormat, t.GetName())
+		}
+		names[t.GetName()] = true
 		if t.GetDataLocation() == onnxpb.TensorProto_EXTERNAL {
 			ref, err := inlineExternal(t, dir)
 			if err != nil {
@@ -66,6 +71,14 @@ func decodeProto(data []byte, dir string) (*onnxpb.ModelProto, map[string]extern
 		}
 		if err := checkTensor(t); err != nil {
 			return nil, nil, fmt.Errorf("initializer %q: %w", t.GetName(), err)
+		}
+	}
+	for _, n := range g.GetNode() {
+		for _, out := range n.GetOutput() {
+			if out != "" && names[out] {
+				return nil, nil, fmt.Errorf("%w: node %q writes %q, which an initializer or another node already defines", ErrFormat, n.GetName(), out)
+			}
+			names[out] = true
 		}
 	}
 	return &m, external, nil

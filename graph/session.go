@@ -36,6 +36,9 @@ func NewSession(m *Model, batch int) (*Session, error) {
 	if err := m.CheckSupported(); err != nil {
 		return nil, err
 	}
+	if err := m.checkInput(); err != nil {
+		return nil, fmt.Errorf("graph: %s: %w", m.Path, err)
+	}
 	s := &Session{m: m, batch: batch, dirty: map[*program]bool{}, params: align.Params{}, values: map[string]G.Value{}}
 	if err := s.SetParams(m.Params); err != nil {
 		return nil, err

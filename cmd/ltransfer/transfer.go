@@ -15,7 +15,8 @@ import (
 
 func transferFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "init", Usage: "the new initialization (ONNX file of the trajectory's architecture)", Required: true},
+		&cli.StringFlag{Name: "init", Usage: "the new initialization (ONNX file of the trajectory's architecture)"},
+		&cli.Uint64Flag{Name: "init-seed", Usage: "instead of --init, draw the initialization from this seed (the first checkpoint redrawn, as init --from does; written as init.onnx)"},
 		&cli.StringFlag{Name: "out", Usage: "output folder", Required: true},
 		&cli.StringFlag{Name: "method", Value: "gmt", Usage: "gmt, fgmt, naive or oracle"},
 		&cli.StringFlag{Name: "target-trajectory", Usage: "the target run's own trajectory (folder or first,last files), for --method oracle"},
@@ -26,6 +27,7 @@ func transferFlags() []cli.Flag {
 		&cli.IntFlag{Name: "bn-batches", Value: 20, Usage: "batches to recompute BatchNorm statistics of every point"},
 		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mini-batches and the matching order"},
 		&cli.StringFlag{Name: "save", Value: "steps,best,final", Usage: "which ONNX files to write: any of steps, best, final"},
+		&cli.BoolFlag{Name: "allow-nonfinite", Usage: "accept checkpoints with NaN or infinite parameters (the naive method goes through, matching fails)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout"},
 	}, dataFlags()...)
@@ -40,6 +42,14 @@ func transferCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
 				return usagef("transfer needs the source trajectory: a folder of ONNX checkpoints or the checkpoint files in order")
+			}
+			if c.IsSet("init") == c.IsSet("init-seed") {
+				return usagef("transfer needs exactly one of --init FILE.onnx and --init-seed N")
+			}
+			var initSeed *uint64
+			if c.IsSet("init-seed") {
+				seed := c.Uint64("init-seed")
+				initSeed = &seed
 			}
 			schedule, err := convert.ParseSchedule(c.String("schedule"))
 			if err != nil {
@@ -59,6 +69,7 @@ func transferCommand() *cli.Command {
 			job := convert.Job{
 				Trajectory: c.Args().Slice(),
 				Init:       c.String("init"),
+				InitSeed:   initSeed,
 				Target:     c.String("target-trajectory"),
 				Out:        c.String("out"),
 				Save:       save,
@@ -67,7 +78,7 @@ func transferCommand() *cli.Command {
 				Options: convert.Options{
 					Method: c.String("method"), Steps: c.Int("steps"), Schedule: schedule, Batch: c.Int("batch"),
 					GradBatches: c.Int("grad-batches"), NormBatches: c.Int("bn-batches"), Seed: c.Uint64("seed"),
-					Train: train, Val: val,
+					Train: train, Val: val, AllowNonFinite: c.Bool("allow-nonfinite"),
 				},
 			}
 			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))

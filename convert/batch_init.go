@@ -1,0 +1,93 @@
+package convert
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/models"
+)
+
+// initKind is an init job: a built-in architecture (model) or an ONNX model with its
+// parameters drawn anew (from), drawn from init_seed and written to the ONNX file out, as
+// ltransfer init does. The output depends on nothing else, so a job is complete when out holds
+// exactly the bytes it would write.
+type initKind struct{}
+
+func (initKind) defaults(*jobSpec) {}
+
+func (initKind) check(s jobSpec) error {
+	if (s.Model == "") == (s.From == "") {
+		return s.bad("model", "init jobs need exactly one of model and from")
+	}
+	if s.InitSeed == nil {
+		return s.bad("init_seed", "required by init jobs")
+	}
+	if s.Model != "" {
+		if _, err := models.Parse(s.Model); err != nil {
+			return s.bad("model", "%v", err)
+		}
+	}
+	return nil
+}
+
+func (initKind) inputs(s jobSpec) []string {
+	if s.From == "" {
+		return nil
+	}
+	return []string{s.From}
+}
+
+func (initKind) folder() bool { return false }
+
+func (initKind) run(_ *batchRun, j *BatchJob) error {
+	s := j.spec
+	if s.From != "" && absPath(s.From) == absPath(s.Out) {
+		return fmt.Errorf("convert: out %s is the model it redraws: write the initialization to another file", s.Out)
+	}
+	m, params, err := drawModel(s)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Out), 0o755); err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	return m.Save(s.Out, params)
+}
+
+func (initKind) complete(_ *batchRun, j *BatchJob) bool {
+	have, err := os.ReadFile(j.spec.Out)
+	if err != nil {
+		return false
+	}
+	m, params, err := drawModel(j.spec)
+	if err != nil {
+		return false
+	}
+	want, err := m.Encode(params)
+	return err == nil && bytes.Equal(have, want)
+}
+
+// drawModel returns the model an init job writes and its parameters (nil: the model's own).
+func drawModel(s jobSpec) (*graph.Model, align.Params, error) {
+	if s.Model != "" {
+		arch, err := models.Parse(s.Model)
+		if err != nil {
+			return nil, nil, err
+		}
+		m, err := models.New(arch, *s.InitSeed)
+		return m, nil, err
+	}
+	m, err := graph.Load(s.From)
+	if err != nil {
+		return nil, nil, err
+	}
+	params, err := models.Reinit(m, *s.InitSeed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("convert: %s: %w", s.From, err)
+	}
+	return m, params, nil
+}
