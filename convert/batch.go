@@ -495,8 +495,7 @@ func decodeYAML(data []byte) (map[string]any, []int, error) {
 		return nil, nil, errors.New("want a YAML mapping with defaults and jobs")
 	}
 	top := root.Content[0]
-	budget := maxYAMLValues
-	v, err := yamlValue(top, &budget)
+	v, err := (&yamlWalk{budget: maxYAMLValues, open: map[*yaml.Node]bool{}}).value(top)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -523,13 +522,25 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 // small file stand for billions of values.
 const maxYAMLValues = 1 << 20
 
-// yamlValue converts a YAML node into a JSON-like value; budget is the number of values (aliases
-// expanded) still allowed.
-func yamlValue(n *yaml.Node, budget *int) (any, error) {
+// yamlWalk converts YAML nodes into JSON-like values.
+type yamlWalk struct {
+	// budget is the number of values (aliases expanded) still allowed.
+	budget int
+	// open holds the nodes being converted: an alias to one of them would never end.
+	open map[*yaml.Node]bool
+}
+
+// value converts a YAML node into a JSON-like value.
+func (w *yamlWalk) value(n *yaml.Node) (any, error) {
 	n = resolveAlias(n)
-	if *budget--; *budget < 0 {
+	if w.budget--; w.budget < 0 {
 		return nil, fmt.Errorf("the manifest expands to more than %d values (aliases of aliases?)", maxYAMLValues)
 	}
+	if w.open[n] { // only an alias can lead back to a node being converted
+		return nil, fmt.Errorf("line %d: an alias refers to a node that contains it", n.Line)
+	}
+	w.open[n] = true
+	defer delete(w.open, n)
 	switch n.Kind {
 	case yaml.MappingNode:
 		m := map[string]any{}
@@ -539,7 +550,7 @@ func yamlValue(n *yaml.Node, budget *int) (any, error) {
 			if k.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("line %d: a mapping key must be a string", k.Line)
 			}
-			v, err := yamlValue(vn, budget)
+			v, err := w.value(vn)
 			if err != nil {
 				return nil, err
 			}
@@ -576,7 +587,7 @@ func yamlValue(n *yaml.Node, budget *int) (any, error) {
 	case yaml.SequenceNode:
 		s := make([]any, 0, len(n.Content))
 		for _, e := range n.Content {
-			v, err := yamlValue(e, budget)
+			v, err := w.value(e)
 			if err != nil {
 				return nil, err
 			}

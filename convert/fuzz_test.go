@@ -66,8 +66,8 @@ func FuzzManifest(f *testing.F) {
 }
 
 // TestSeedManifests checks that the seed manifests parse (so the fuzzer starts from valid
-// manifests of every kind and YAML feature) and that a manifest whose aliases expand without
-// bound is refused.
+// manifests of every kind and YAML feature) and that manifests whose aliases expand without
+// bound or refer to themselves are refused.
 func TestSeedManifests(t *testing.T) {
 	paths, _ := filepath.Glob(filepath.Join("testdata", "manifests", "*"))
 	for _, p := range paths {
@@ -86,5 +86,10 @@ func TestSeedManifests(t *testing.T) {
 	_, err := ParseManifest("/m/laughs.yaml", []byte(laughs+"jobs: [{out: o}]\n"))
 	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
 		t.Errorf("a manifest of 4^11 values: %v", err)
+	}
+	// Found by FuzzManifest: an anchor whose node holds an alias to itself.
+	_, err = ParseManifest("/m/cycle.yaml", []byte("defaults: &d {classes: [*d]}\njobs: [{out: o}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 1: an alias refers to a node that contains it") {
+		t.Errorf("a manifest whose anchor contains its alias: %v", err)
 	}
 }

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
-	"encoding/binary"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -15,123 +12,10 @@ import (
 	"github.com/ltransfer/ltransfer/graph"
 )
 
-// hostileEnv is a transfer of the mlp fixture that runs in a fraction of a second, and the
-// files its cases break.
-type hostileEnv struct {
-	dir         string
-	first, last string // the source trajectory
-	init        string
-	data        string
-}
-
-func newHostileEnv(t *testing.T) hostileEnv {
-	t.Helper()
-	return hostileEnv{dir: t.TempDir(), first: fixture("mlp", "seed1", "ckpt_000.onnx"), last: fixture("mlp", "seed1", "ckpt_001.onnx"),
-		init: fixture("mlp", "seed2", "ckpt_000.onnx"), data: moduleMNIST(t)}
-}
-
-// transfer runs ltransfer transfer with the environment's files; each override "--flag=value"
-// replaces that flag, and args after the flags are the trajectory (the fixture's two
-// checkpoints when none are given).
-func (e hostileEnv) transfer(t *testing.T, out string, overrides []string, trajectory ...string) (int, string) {
-	t.Helper()
-	flags := map[string]string{"--init": e.init, "--method": "naive", "--steps": "1", "--bn-batches": "1", "--batch": "32",
-		"--data": e.data, "--mean": "0.1307", "--std": "0.3081", "--limit": "64", "--val-limit": "64", "--save": "final", "--out": out}
-	var bools []string
-	for _, o := range overrides {
-		name, value, ok := strings.Cut(o, "=")
-		switch {
-		case !ok:
-			bools = append(bools, name)
-		case value == "":
-			delete(flags, name)
-		default:
-			flags[name] = value
-		}
-	}
-	args := []string{"transfer", "--quiet"}
-	for name, value := range flags {
-		args = append(args, name, value)
-	}
-	args = append(args, bools...)
-	if len(trajectory) == 0 {
-		trajectory = []string{e.first, e.last}
-	}
-	code, _, stderr := runCLI(append(args, trajectory...)...)
-	return code, stderr
-}
-
-// writeFile writes data to a new file in the environment's folder and returns its path.
-func (e hostileEnv) writeFile(t *testing.T, name string, data []byte) string {
-	t.Helper()
-	path := filepath.Join(e.dir, name)
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// withParam writes a copy of the model at path with one parameter entry replaced.
-func (e hostileEnv) withParam(t *testing.T, path, name, param string, index int, v float32) string {
-	t.Helper()
-	m, err := graph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Params[param].Data[index] = v // m was loaded for this copy alone
-	out := filepath.Join(e.dir, name)
-	if err := m.Save(out, m.Params); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// npz writes an NPZ file of n examples of the given shape (uint8 images) with labels from
-// label(i).
-func (e hostileEnv) npz(t *testing.T, name string, n int, shape []int, label func(int) int64) string {
-	t.Helper()
-	size := 1
-	dims := fmt.Sprint(n)
-	for _, d := range shape {
-		size *= d
-		dims += fmt.Sprintf(", %d", d)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	x := make([]byte, n*size)
-	for i := range x {
-		x[i] = byte(rng.IntN(256))
-	}
-	y := make([]byte, 8*n)
-	for i := range n {
-		binary.LittleEndian.PutUint64(y[8*i:], uint64(label(i)))
-	}
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, member := range []struct {
-		name, descr, shape string
-		data               []byte
-	}{{"x.npy", "|u1", "(" + dims + ")", x}, {"y.npy", "<i8", fmt.Sprintf("(%d,)", n), y}} {
-		w, err := zw.Create(member.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		header := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': %s, }", member.descr, member.shape)
-		header += strings.Repeat(" ", 63-(10+len(header))%64) + "\n"
-		w.Write([]byte("\x93NUMPY\x01\x00"))
-		binary.Write(w, binary.LittleEndian, uint16(len(header)))
-		w.Write([]byte(header))
-		w.Write(member.data)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return e.writeFile(t, name, buf.Bytes())
-}
-
 // TestHostileInput runs ltransfer transfer on each kind of broken input of issue 6 and checks the
 // exit code, the exact error and that nothing was written.
 func TestHostileInput(t *testing.T) {
-	e := newHostileEnv(t)
+	e := newTransferEnv(t)
 	good, err := os.ReadFile(e.first)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +72,7 @@ func TestHostileInput(t *testing.T) {
 // NaN through, the NaN landing where the method puts it, and that a matching method then fails
 // naming the step.
 func TestAllowNonFinite(t *testing.T) {
-	e := newHostileEnv(t)
+	e := newTransferEnv(t)
 	nan := e.withParam(t, e.last, "nan.onnx", "fc2.weight", 7, float32(math.NaN()))
 	out := filepath.Join(e.dir, "naive")
 	if code, stderr := e.transfer(t, out, []string{"--allow-nonfinite"}, e.first, nan); code != 0 {
