@@ -92,17 +92,19 @@ func benchLossAndGrad(b *testing.B, m *Model, batch int) {
 }
 
 // BenchmarkLossAndGrad times one training pass (forward, loss, all gradients) at batch 128 for
-// the paper's 784-4096-10 linear MLP and for the cnn fixture. testdata/gen/bench_torch.py times
-// the same in PyTorch.
+// the paper's 784-4096-10 linear MLP and for the cnn and resnet fixtures (whose time is mostly
+// convolutions and BatchNorm). testdata/gen/bench_torch.py times the MLP and cnn in PyTorch.
 func BenchmarkLossAndGrad(b *testing.B) {
 	b.Run("mlp784-4096-10/batch128", func(b *testing.B) {
 		benchLossAndGrad(b, linearMLP(b, 4096), 128)
 	})
-	b.Run("cnn/batch128", func(b *testing.B) {
-		m, err := Load(testdataPath("cnn", "seed1", "ckpt_002.onnx"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		benchLossAndGrad(b, m, 128)
-	})
+	for _, name := range []string{"cnn", "resnet"} {
+		b.Run(name+"/batch128", func(b *testing.B) {
+			m, err := Load(testdataPath(name, "seed1", "ckpt_002.onnx"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchLossAndGrad(b, m, 128)
+		})
+	}
 }

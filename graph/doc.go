@@ -9,11 +9,12 @@
 // A Session turns a model into Gorgonia expression graphs (gorgonia.org/gorgonia) for one batch
 // size. The shape subgraphs that torch.onnx.export writes (Shape, Gather, Unsqueeze, Concat,
 // Constant feeding Reshape) are evaluated while the graph is built, since every shape is known
-// once the batch size is. Gorgonia's own operators carry the matrix products, convolutions and
-// activations; operators Gorgonia lacks or cannot differentiate (broadcasting arithmetic,
-// BatchNormalization, pooling, softmax and the fused softmax cross-entropy loss) are kernels
-// plugged into Gorgonia's symbolic differentiation. One tape run gives the logits, the mean
-// cross-entropy
+// once the batch size is. Gorgonia's own operators carry the matrix products and activations;
+// operators Gorgonia lacks or cannot differentiate (broadcasting arithmetic, BatchNormalization,
+// pooling, softmax and the fused softmax cross-entropy loss) are kernels plugged into Gorgonia's
+// symbolic differentiation, and so are convolutions, for any groups, strides, dilations and
+// padding: im2col and BLAS products per example, forward and backward, with no transposes. One
+// tape run gives the logits, the mean cross-entropy
 //
 //	L = -1/N sum_i log softmax(z_i)[y_i]
 //

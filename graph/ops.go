@@ -672,6 +672,8 @@ func (n *Node) window2(name string, def int) ([]int, error) {
 	return v, nil
 }
 
+// conv adds a Conv node: the conv2D kernel (any groups, strides, dilations and padding, the
+// auto_pad modes resolved to explicit pads), then the bias, if any, broadcast over channels.
 func (b *builder) conv(n *Node) error {
 	x, err := b.sym(n, 0)
 	if err != nil {
@@ -701,14 +703,12 @@ func (b *builder) conv(n *Node) error {
 	if err != nil {
 		return err
 	}
-	var y *G.Node
-	if group == 1 && pads[0] == pads[2] && pads[1] == pads[3] {
-		y, err = G.Conv2d(x, w, tensor.Shape(kernel), []int{pads[0], pads[1]}, strides, dilations)
-	} else {
-		// Grouped (depthwise) convolutions and asymmetric padding take the direct kernel.
-		y, err = applyKernel(&conv2D{groups: group, sh: strides[0], sw: strides[1], dh: dilations[0], dw: dilations[1],
-			top: pads[0], left: pads[1], bottom: pads[2], right: pads[3]}, x, w)
-	}
+	// The graph's input needs no gradient: the kernel then leaves out that product.
+	y, err := applyKernel(&conv2D{
+		convAttrs: convAttrs{groups: group, sh: strides[0], sw: strides[1], dh: dilations[0], dw: dilations[1],
+			top: pads[0], left: pads[1], bottom: pads[2], right: pads[3]},
+		constInput: x == b.vals[b.m.Input.Name].node,
+	}, x, w)
 	if err != nil {
 		return err
 	}
