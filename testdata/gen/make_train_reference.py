@@ -208,8 +208,9 @@ def main():
                     help="folder for the reference files (default: %(default)s)")
     ap.add_argument("--bench", action="store_true", help="time training epochs instead")
     ap.add_argument("--epochs", type=int, default=2, help="epochs timed per model with --bench")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (use 1 to compare with GOMAXPROCS=1)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.bench:
         bench(args)
     else:
