@@ -233,6 +233,16 @@ type batchNorm struct {
 	// BatchMean and BatchVar hold the statistics of the last training-mode forward pass, the
 	// variance unbiased (as PyTorch accumulates it into running_var).
 	batchMean, batchVar []float64
+	// sums is what the backward calls of one run share (Gorgonia calls backward once per
+	// differentiable input, with the same input and output gradient); forward clears it.
+	sums *bnSums
+}
+
+// bnSums are the per-channel statistics and gradient sums of one backward pass, for the input x
+// and output gradient dOut whose first elements they record.
+type bnSums struct {
+	x, dOut                        *float32
+	mean, invstd, sumDy, sumDyXhat []float64
 }
 
 func (k *batchNorm) name() string {
@@ -306,6 +316,7 @@ func (k *batchNorm) stats(in [][]float32, s tensor.Shape) ([]float64, []float64)
 }
 
 func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	k.sums = nil // a new run: new inputs, possibly in the same buffers
 	n, c, hw := bnLayout(shapes[0])
 	mean, invstd := k.stats(in, shapes[0])
 	x, scale, bias := in[0], in[1], in[2]
@@ -322,11 +333,19 @@ func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32
 	return nil
 }
 
-func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
-	n, c, hw := bnLayout(shapes[0])
-	mean, invstd := k.stats(in, shapes[0])
-	x, scale := in[0], in[1]
-	m := float64(n * hw)
+// backwardSums returns the statistics and gradient sums for the backward calls of this run,
+// computing them on the first call.
+func (k *batchNorm) backwardSums(in [][]float32, s tensor.Shape, dOut []float32) *bnSums {
+	x := in[0]
+	if len(x) == 0 || len(dOut) == 0 {
+		return &bnSums{mean: make([]float64, s[1]), invstd: make([]float64, s[1]), sumDy: make([]float64, s[1]), sumDyXhat: make([]float64, s[1])}
+	}
+	if k.sums != nil && k.sums.x == &x[0] && k.sums.dOut == &dOut[0] {
+		return k.sums
+	}
+	n, c, hw := bnLayout(s)
+	mean, invstd := k.stats(in, s)
+	sums := &bnSums{x: &x[0], dOut: &dOut[0], mean: mean, invstd: invstd, sumDy: make([]float64, c), sumDyXhat: make([]float64, c)}
 	for ch := 0; ch < c; ch++ {
 		var sumDy, sumDyXhat float64
 		for b := 0; b < n; b++ {
@@ -336,6 +355,20 @@ func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dO
 				sumDyXhat += float64(g) * (float64(x[base+j]) - mean[ch]) * invstd[ch]
 			}
 		}
+		sums.sumDy[ch], sums.sumDyXhat[ch] = sumDy, sumDyXhat
+	}
+	k.sums = sums
+	return sums
+}
+
+func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	n, c, hw := bnLayout(shapes[0])
+	sums := k.backwardSums(in, shapes[0], dOut)
+	mean, invstd := sums.mean, sums.invstd
+	x, scale := in[0], in[1]
+	m := float64(n * hw)
+	for ch := 0; ch < c; ch++ {
+		sumDy, sumDyXhat := sums.sumDy[ch], sums.sumDyXhat[ch]
 		switch i {
 		case 1:
 			dIn[ch] = float32(sumDyXhat)
