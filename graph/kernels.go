@@ -201,13 +201,25 @@ func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOu
 	if i == 1 {
 		idx = ib
 	}
+	if k.op == "Add" || k.op == "Sub" {
+		sign := float32(1)
+		if k.op == "Sub" && i == 1 {
+			sign = -1
+		}
+		if len(dIn) == len(dOut) { // the input has the output's shape: its index map is the identity
+			for o, g := range dOut {
+				dIn[o] = sign * g
+			}
+			return nil
+		}
+		for o, g := range dOut {
+			dIn[idx[o]] += sign * g
+		}
+		return nil
+	}
 	for o, g := range dOut {
 		var d float32
 		switch {
-		case k.op == "Add", k.op == "Sub" && i == 0:
-			d = g
-		case k.op == "Sub":
-			d = -g
 		case k.op == "Mul" && i == 0:
 			d = g * b[ib[o]]
 		case k.op == "Mul":
