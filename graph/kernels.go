@@ -87,6 +87,37 @@ func (k *softmaxCrossEntropy) backward(_ int, in [][]float32, shapes []tensor.Sh
 	})
 }
 
+// relu is Relu, max(0, x), with PyTorch's gradient: the output gradient where x > 0, else 0. A
+// NaN input passes through, and so does its gradient, as in PyTorch.
+type relu struct{}
+
+func (relu) name() string { return "Relu" }
+
+func (relu) outShape(in []tensor.Shape) (tensor.Shape, error) { return in[0].Clone(), nil }
+
+func (relu) differentiable(int) bool { return true }
+
+func (relu) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
+	for i, v := range in[0] {
+		if v <= 0 {
+			v = 0
+		}
+		out[i] = v
+	}
+	return nil
+}
+
+func (relu) backward(_ int, in [][]float32, _ []tensor.Shape, _, dOut, dIn []float32) error {
+	for i, v := range in[0] {
+		g := dOut[i]
+		if v <= 0 {
+			g = 0
+		}
+		dIn[i] = g
+	}
+	return nil
+}
+
 // binaryOp is an elementwise arithmetic operator with numpy (ONNX multidirectional) broadcasting.
 type binaryOp struct {
 	op     string // Add, Sub, Mul or Div

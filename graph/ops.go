@@ -586,7 +586,7 @@ func (b *builder) activation(n *Node) error {
 	var y *G.Node
 	switch n.Op {
 	case "Relu":
-		y, err = G.Rectify(x)
+		y, err = applyKernel(relu{}, x)
 	case "LeakyRelu":
 		y, err = G.LeakyRelu(x, n.attrFloat("alpha", 0.01))
 	case "Sigmoid":
