@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -136,9 +135,7 @@ func runBatch(c *cli.Context) error {
 		return runErr
 	}
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printJSON(c.App.Writer, rep); err != nil {
 			return err
 		}
 	} else if err := printBatchSummary(c, rep); err != nil {

@@ -104,9 +104,7 @@ func benchParent(c *cli.Context) error {
 		}
 	}
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return printJSON(c.App.Writer, rows)
 	}
 	fmt.Fprintf(c.App.Writer, "ltransfer bench: BLAS %s, GOMAXPROCS %d; K=%d cosine, batch 128, 1 gradient batch, seed %d; one process per row\n",
 		graph.BLAS, runtime.GOMAXPROCS(0), c.Int("steps"), c.Uint64("seed"))

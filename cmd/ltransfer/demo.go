@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -67,9 +66,7 @@ func demoCommand() *cli.Command {
 					Final: report.Steps[len(report.Steps)-1].Accuracy, Seconds: report.Seconds, OutputDir: job.Out})
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return printJSON(c.App.Writer, rows)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "METHOD\tBEST VAL ACC\tBEST STEP\tFINAL VAL ACC\tTIME\tOUTPUT\n")

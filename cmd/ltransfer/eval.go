@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"text/tabwriter"
@@ -69,9 +68,7 @@ func evalCommand() *cli.Command {
 				results = append(results, evalResult{Model: path, Score: score, Examples: data.Len(), Predictions: preds})
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(results)
+				return printJSON(c.App.Writer, results)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "MODEL\tACCURACY\tLOSS\tEXAMPLES\n")

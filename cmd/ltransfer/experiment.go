@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -141,9 +140,7 @@ func runExperiment(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(report)
+		return printJSON(c.App.Writer, report)
 	}
 	fmt.Fprint(c.App.Writer, report.Markdown())
 	if !c.Bool("quiet") {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -48,9 +47,7 @@ func inspectCommand() *cli.Command {
 			s := m.Summarize(spec, unpermuted)
 			s.Dropped = dropped
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+				return printJSON(c.App.Writer, s)
 			}
 			return printSummary(c.App.Writer, s)
 		},

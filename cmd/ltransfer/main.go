@@ -6,6 +6,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,13 @@ import (
 
 // usageError marks errors in how the command was called (exit code 2).
 type usageError struct{ error }
+
+// printJSON writes v to w as indented JSON, the form of every command's --json output.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
 
 func usagef(format string, args ...interface{}) error {
 	return usageError{fmt.Errorf(format, args...)}

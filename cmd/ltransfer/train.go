@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -70,9 +69,7 @@ func trainCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(report)
+				return printJSON(c.App.Writer, report)
 			}
 			if !c.Bool("quiet") {
 				first, last := report.Evals[0], report.Evals[len(report.Evals)-1]

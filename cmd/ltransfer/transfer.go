@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -90,9 +89,7 @@ func transferCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(report)
+				return printJSON(c.App.Writer, report)
 			}
 			if !c.Bool("quiet") {
 				best := report.Steps[report.BestStep]
