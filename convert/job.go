@@ -10,6 +10,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/version"
 	"github.com/ltransfer/ltransfer/models"
 )
 
@@ -88,7 +89,7 @@ func (j Job) Run() (*Report, error) {
 		return nil, err
 	}
 	report := &Report{
-		Schema: ReportSchema, Method: j.Method, Steps: res.Steps, BestStep: res.Best,
+		Schema: ReportSchema, Version: version.Get().String(), Method: j.Method, Steps: res.Steps, BestStep: res.Best,
 		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped, InitScore: res.InitScore,
 		Settings: Settings{Steps: j.Steps, Schedule: j.Schedule, Batch: j.Batch, GradBatches: j.GradBatches,
 			NormBatches: j.NormBatches, Seed: j.Seed, InitSeed: j.InitSeed, Data: j.Data, ValData: j.ValData},

@@ -36,6 +36,9 @@ type Report struct {
 	BestStep  int          `json:"best_step"`
 	Files     []string     `json:"files"`
 	Seconds   float64      `json:"seconds"`
+	// Version is the ltransfer that wrote the report: module version, revision and build, as
+	// `ltransfer --version` prints them.
+	Version string `json:"ltransfer_version"`
 }
 
 // InputFile names an input file with its SHA-256, so that a report says exactly what it was

@@ -38,6 +38,7 @@ func batchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "also print every transfer step"},
 			&cli.BoolFlag{Name: "json", Usage: "print the batch report as JSON on stdout instead of the summary table"},
 		},
+		Before: positional(1, 1, "one manifest file (.json, .yaml or .yml)"),
 		Action: runBatch,
 	}
 }
@@ -45,9 +46,6 @@ func batchCommand() *cli.Command {
 // runBatch is the batch command: it parses the manifest, picks the shard, runs it with a
 // context that SIGINT and SIGTERM end, and prints the summary.
 func runBatch(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usagef("batch needs one manifest file (.json, .yaml or .yml)")
-	}
 	if c.Int("parallel") < 1 {
 		return usagef("--parallel %d: want at least 1", c.Int("parallel"))
 	}

@@ -57,10 +57,8 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON on stdout"},
 			&cli.BoolFlag{Name: "child", Hidden: true, Usage: "run one case and method in this process and print its result as JSON"},
 		},
+		Before: positional(0, 0, "no arguments"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("bench takes no arguments, got %q", c.Args().Slice())
-			}
 			if c.Bool("child") {
 				return benchChild(c)
 			}

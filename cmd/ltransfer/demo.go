@@ -37,6 +37,7 @@ func demoCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 			&cli.BoolFlag{Name: "json", Usage: "print the table as JSON on stdout"},
 		},
+		Before: positional(0, 0, "no arguments"),
 		Action: func(c *cli.Context) error {
 			train, val, spec, err := fixtureMNIST(c.String("data"))
 			if err != nil {

@@ -31,10 +31,8 @@ func evalCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON"},
 			&cli.BoolFlag{Name: "predictions", Usage: "with --json, include every example's predicted class"},
 		}, dataFlags()...),
+		Before: positional(1, -1, "at least one model file"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() == 0 {
-				return usagef("eval needs at least one model file")
-			}
 			train, val, err := openData(c)
 			if err != nil {
 				return err

@@ -72,6 +72,7 @@ func experimentCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 			&cli.BoolFlag{Name: "json", Usage: "print experiment.json on stdout instead of the table"},
 		},
+		Before: positional(0, 0, "no arguments"),
 		Action: runExperiment,
 	}
 }
@@ -79,9 +80,6 @@ func experimentCommand() *cli.Command {
 // runExperiment reads the flags into convert.ExperimentOptions, runs the experiment and prints
 // its summary.
 func runExperiment(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usagef("experiment takes no arguments, got %q", c.Args().Slice())
-	}
 	if c.String("out") == "" {
 		return usagef("--out is required")
 	}

@@ -41,10 +41,8 @@ func initCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Usage: "seed of the initialization", DefaultText: "none, required"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the ONNX file to write (required)"},
 		},
+		Before: positional(0, 0, "no arguments"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("init takes no arguments, got %q", c.Args().Slice())
-			}
 			spec, from, out := c.String("model"), c.String("from"), c.String("output")
 			switch {
 			case (spec == "") == (from == ""):

@@ -23,10 +23,8 @@ func inspectCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verify", Usage: "check every permutation group on the model itself and drop the ones that change its outputs"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the --verify permutations and inputs"},
 		},
+		Before: positional(1, 1, "one model file"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("inspect takes one model file, got %d arguments", c.NArg())
-			}
 			m, err := graph.Load(c.Args().First())
 			if err != nil {
 				return err

@@ -13,6 +13,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ltransfer/ltransfer/internal/version"
 )
 
 // usageError marks errors in how the command was called (exit code 2).
@@ -34,8 +36,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:      "ltransfer",
 		Usage:     "transfer learning trajectories between initializations of ONNX models",
+		Version:   version.Get().String(),
 		Writer:    stdout,
 		ErrWriter: stderr,
+		// `ltransfer --generate-bash-completion` lists the commands; see README for the
+		// shell's setup.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			demoCommand(),
 			inspectCommand(),
@@ -69,11 +75,16 @@ func main() {
 
 // run executes the command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).Run(args)
+	return runApp(newApp(stdout, stderr), args)
+}
+
+// runApp runs app on the command line, with flags accepted anywhere, and returns the exit code.
+func runApp(app *cli.App, args []string) int {
+	err := app.Run(flagsFirst(app, args))
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "ltransfer:", err)
+	fmt.Fprintln(app.ErrWriter, "ltransfer:", err)
 	var u usageError
 	if errors.As(err, &u) {
 		return 2

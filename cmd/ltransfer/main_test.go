@@ -22,7 +22,7 @@ func runCLI(args ...string) (int, string, string) {
 }
 
 func TestInspectJSON(t *testing.T) {
-	code, out, stderr := runCLI("inspect", "--json", fixture("cnn", "seed1", "ckpt_000.onnx"))
+	code, out, stderr := runCLI("inspect", fixture("cnn", "seed1", "ckpt_000.onnx"), "--json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -78,7 +78,7 @@ func TestExitCodes(t *testing.T) {
 func TestPermuteWritesAnEquivalentModel(t *testing.T) {
 	in := fixture("cnn", "seed1", "ckpt_002.onnx")
 	out := filepath.Join(t.TempDir(), "permuted.onnx")
-	if code, _, stderr := runCLI("permute", "--seed", "5", "-o", out, in); code != 0 {
+	if code, _, stderr := runCLI("permute", in, "--seed", "5", "-o", out); code != 0 { // as README writes it
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	a, err := graph.Load(in)

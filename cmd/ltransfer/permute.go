@@ -20,10 +20,8 @@ func permuteCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the permutation"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output ONNX file"},
 		},
+		Before: positional(1, 1, "one model file"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("permute takes one model file, got %d arguments", c.NArg())
-			}
 			in, out := c.Args().First(), c.String("output")
 			if a, b := filepath.Clean(in), filepath.Clean(out); a == b {
 				return usagef("the output %s would overwrite the input", out)

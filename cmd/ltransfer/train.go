@@ -35,10 +35,8 @@ func trainCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report (train.json) on stdout"},
 		}, dataFlags()...),
+		Before: positional(0, 0, "no arguments (the model is --model)"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usagef("train takes no arguments, got %q (the model is --model)", c.Args().First())
-			}
 			for _, f := range []string{"model", "out"} {
 				if c.String(f) == "" {
 					return usagef("--%s is required", f)

@@ -38,10 +38,8 @@ func transferCommand() *cli.Command {
 		Usage:     "transfer a trajectory onto a new initialization (GMT, FGMT, naive or oracle)",
 		ArgsUsage: "TRAJECTORY_DIR | CHECKPOINT.onnx...",
 		Flags:     transferFlags(),
+		Before:    positional(1, -1, "the source trajectory: a folder of ONNX checkpoints or the checkpoint files in order"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() == 0 {
-				return usagef("transfer needs the source trajectory: a folder of ONNX checkpoints or the checkpoint files in order")
-			}
 			if c.IsSet("init") == c.IsSet("init-seed") {
 				return usagef("transfer needs exactly one of --init FILE.onnx and --init-seed N")
 			}
