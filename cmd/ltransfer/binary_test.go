@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -142,5 +143,24 @@ func TestDemoRunsAnywhere(t *testing.T) {
 		if _, err := graph.Load(filepath.Join(dir, row.OutputDir, "best.onnx")); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestBashCompletion asks the binary for completions as urfave/cli's bash_autocomplete script
+// does (urfave/cli reads the flag being completed from os.Args, hence the binary).
+func TestBashCompletion(t *testing.T) {
+	bin := builtBinary(t)
+	out, err := exec.Command(bin, "--generate-bash-completion").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"demo", "transfer", "batch"} {
+		if !slices.Contains(strings.Fields(string(out)), c) {
+			t.Errorf("commands completed as %q, want %s among them", out, c)
+		}
+	}
+	out, err = exec.Command(bin, "permute", "m.onnx", "--se", "--generate-bash-completion").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "--seed" {
+		t.Errorf("permute's flags completed as %q (%v), want --seed", out, err)
 	}
 }
