@@ -44,6 +44,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 	}
 	out := append([]string(nil), args[:i+1]...)
 	var positional []string
+	help := false
 	rest := args[i+1:]
 	for k := 0; k < len(rest); k++ {
 		a := rest[k]
@@ -54,6 +55,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 		case len(a) > 1 && a[0] == '-':
 			out = append(out, a)
 			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			help = help || name == "help" || name == "h"
 			if takesValue[name] && !hasValue {
 				if k+1 == len(rest) {
 					return out // the flag's missing value is the parse error to report
@@ -65,7 +67,8 @@ func flagsFirst(app *cli.App, args []string) []string {
 			positional = append(positional, a)
 		}
 	}
-	if len(positional) > 0 {
+	// With --help, urfave/cli would take the first argument for a help topic.
+	if len(positional) > 0 && !help {
 		out = append(append(out, "--"), positional...)
 	}
 	return out
@@ -77,7 +80,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 func positional(min, max int, want string) cli.BeforeFunc {
 	return func(c *cli.Context) error {
 		if n := c.NArg(); n < min || (max >= 0 && n > max) {
-			return usagef("%s takes %s, got %d arguments %q", c.Command.Name, want, n, c.Args().Slice())
+			return usagef("%s takes %s, got %q", c.Command.Name, want, c.Args().Slice())
 		}
 		return nil
 	}

@@ -54,9 +54,16 @@ func TestFlagsAnywhere(t *testing.T) {
 		// A value that looks like a flag belongs to the flag before it; "--" ends the flags.
 		{[]string{"transfer", "--out", "-odd-", "run1", "--init-seed", "2", "--", "--json", "-q"}, []string{"run1", "--json", "-q"}, []string{"out", "init-seed"}},
 		{[]string{"inspect", "--", "-dash.onnx"}, []string{"-dash.onnx"}, nil},
+		{[]string{"help", "permute"}, nil, nil},
 	}
 	for _, tc := range cases {
 		code, got, stderr := parseOnly(t, tc.line...)
+		if tc.line[0] == "help" {
+			if code != 0 || got != nil {
+				t.Errorf("%q: exit %d, ran %+v: %s", tc.line, code, got, stderr)
+			}
+			continue
+		}
 		if code != 0 || got == nil {
 			t.Errorf("%q: exit %d: %s", tc.line, code, stderr)
 			continue
@@ -221,4 +228,14 @@ func flush(w *strings.Builder, inWord *bool) []string {
 	w.Reset()
 	*inWord = false
 	return []string{s}
+}
+
+// TestHelpAnywhere: --help after a command's arguments shows the command's help.
+func TestHelpAnywhere(t *testing.T) {
+	for _, line := range [][]string{{"permute", "m.onnx", "--help"}, {"permute", "-h", "m.onnx"}, {"help", "permute"}} {
+		code, out, stderr := runCLI(line...)
+		if code != 0 || !strings.Contains(out, "ltransfer permute [command options] MODEL.onnx") {
+			t.Errorf("%q: exit %d, output %q, stderr %q", line, code, out, stderr)
+		}
+	}
 }
