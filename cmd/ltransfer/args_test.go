@@ -126,10 +126,10 @@ func TestREADMECommandsParse(t *testing.T) {
 	}
 }
 
-// readmeCommands returns the arguments of every ltransfer command line in the fenced code blocks
-// of a Markdown file: lines that start with `ltransfer`, `go run [flags] ./cmd/ltransfer` or
-// `docker run [options] IMAGE` for an image named ltransfer, after environment assignments;
-// continuation lines joined, comments dropped, shell quotes removed.
+// readmeCommands returns the arguments of every ltransfer command in the fenced code blocks of
+// a Markdown file: the lines, or parts of && chains, that start with `ltransfer`, `go run
+// [flags] ./cmd/ltransfer` or `docker run [options] IMAGE` for an image named ltransfer, after
+// environment assignments; continuation lines joined, comments dropped, shell quotes removed.
 func readmeCommands(t *testing.T, path string) [][]string {
 	t.Helper()
 	text, err := os.ReadFile(path)
@@ -152,7 +152,17 @@ func readmeCommands(t *testing.T, path string) [][]string {
 			continue
 		}
 		pending = ""
-		if args := ltransferArgs(shellWords(line)); args != nil {
+		words := shellWords(line)
+		for len(words) > 0 { // each command of a && chain
+			cmd, rest := words, []string(nil)
+			if i := slices.Index(words, "&&"); i >= 0 {
+				cmd, rest = words[:i], words[i+1:]
+			}
+			words = rest
+			args := ltransferArgs(cmd)
+			if args == nil {
+				continue
+			}
 			for _, a := range args {
 				if strings.ContainsAny(a, "[]|") || strings.Contains(a, "...") {
 					t.Errorf("%s: ltransfer %s: write a command that runs, not a synopsis (%q)", path, strings.Join(args, " "), a)
