@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -181,8 +183,17 @@ func TestQuickStart(t *testing.T) {
 	if len(rep.Steps) != 7 || len(rep.Groups) != 2 || rep.Steps[rep.BestStep].Accuracy <= rep.InitScore.Accuracy {
 		t.Errorf("report: %d steps, groups %+v, best %d of %+v, init %+v", len(rep.Steps), rep.Groups, rep.BestStep, rep.Steps, rep.InitScore)
 	}
-	if _, err := graph.Load(filepath.Join("transferred", "best.onnx")); err != nil {
-		t.Error(err)
+	// best.onnx keeps the checkpoints' parameter names, so it loads back into the PyTorch model.
+	best, err := graph.Load(filepath.Join("transferred", "best.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := graph.Load(filepath.Join("run1", "ckpt_003.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := slices.Sorted(maps.Keys(best.Params)), slices.Sorted(maps.Keys(last.Params)); !slices.Equal(got, want) {
+		t.Errorf("best.onnx has the parameters %q, the checkpoints %q", got, want)
 	}
 }
 
