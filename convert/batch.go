@@ -74,8 +74,14 @@
 // Relative paths, data paths included, are relative to the manifest's folder. An unknown field
 // is an error, and so is a field that a job sets but its kind does not use; a default that a
 // kind does not use is ignored, and so is a default init (or init_seed, model, from) when the
-// job gives its alternative. Two jobs may not share an id or an output. YAML anchors,
-// aliases and merge keys (<<) work; a key given twice is an error.
+// job gives its alternative. Two jobs may not share an id. YAML anchors, aliases and merge
+// keys (<<) work; a key given twice is an error.
+//
+// No job may write over another's files: an output may not equal or lie inside another
+// output, nor lie inside (or equal, unless it is a dependency) a path that a job reads (inside
+// a data folder is allowed), nor hold the manifest. Outputs must stay inside the manifest's folder unless
+// ManifestOptions.AllowOutside. A manifest may have at most 32 MiB and 100,000 jobs, and its
+// aliases may add at most the larger of 2^20 and 16 times the values it writes out.
 //
 // # Running a batch
 //
@@ -98,6 +104,11 @@
 // settings and the same SHA-256 of every model. Every file is written under a temporary name (.NAME.tmp-*) and renamed, so
 // a batch killed at any moment leaves only complete files besides temporary ones, which the next
 // run removes before it redoes the unfinished jobs.
+//
+// Several processes may run on one folder at once (a retried Kubernetes pod while its
+// predecessor runs): each job's output, and the report, is locked by the process writing it
+// (see batch_lock.go), a process waits for a job another one holds and then skips or redoes it
+// by its outputs, and only the holder of an output's lock removes its temporary files.
 package convert
 
 import (

@@ -90,7 +90,8 @@ func realPath(p string) string {
 // eval's JSON file read as a model, a job that reads its own output, and an output that holds
 // the manifest. A job reading another
 // job's output (an eval of a transfer's final.onnx, a transfer of an init job's file) is a
-// dependency, not an overlap. Paths are compared as written, made absolute and clean; symbolic
+// dependency, not an overlap; and a data folder is read by its files' names, so outputs beside
+// them are harmless. Paths are compared as written, made absolute and clean; symbolic
 // links are not followed.
 func (m *Manifest) checkOverlaps() error {
 	outs := make(map[string]*BatchJob, len(m.Jobs))
@@ -136,8 +137,10 @@ func (m *Manifest) checkOverlaps() error {
 			if k, ok := outs[p]; ok {
 				return fail("%s is inside %s, the output of job %q (line %d): jobs' outputs must not overlap", show(j.Out), show(k.Out), k.ID, k.line)
 			}
-			if rs := reads[p]; len(rs) > 0 {
-				r := rs[0]
+			for _, r := range reads[p] {
+				if r.field == "data" || r.field == "val_data" {
+					continue // data readers read files of known names, not everything inside
+				}
 				return fail("%s is inside %s, the %s of job %q (line %d), which it would change: write the output elsewhere", show(j.Out), show(r.path), r.field, r.job.ID, r.job.line)
 			}
 			if filepath.Dir(p) == p {
@@ -205,8 +208,8 @@ func tooLarge(path string, size int64) error {
 		errTooLarge, size, maxManifestBytes>>20)}
 }
 
-// checkReport refuses a report file that is a job's output, lies inside one, or is a file a
-// job reads, or the manifest.
+// checkReport refuses a report file that is a job's output or lies inside one, that is a file
+// a job reads, or the manifest.
 func (m *Manifest) checkReport(report string) error {
 	p := absPath(report)
 	if p == absPath(m.Path) {
@@ -217,8 +220,8 @@ func (m *Manifest) checkReport(report string) error {
 			return fmt.Errorf("convert: the report %s would be written into the output %s of job %q: choose another report file", report, j.Out, j.ID)
 		}
 		for _, in := range j.spec.readPaths() {
-			if q := absPath(in.path); p == q || within(p, q) {
-				return fmt.Errorf("convert: the report %s would be written into %s, the %s of job %q: choose another report file", report, in.path, in.field, j.ID)
+			if p == absPath(in.path) {
+				return fmt.Errorf("convert: the report %s would be written over %s, the %s of job %q: choose another report file", report, in.path, in.field, j.ID)
 			}
 		}
 	}
