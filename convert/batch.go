@@ -79,9 +79,10 @@
 //
 // No job may write over another's files: an output may not equal or lie inside another
 // output, nor lie inside (or equal, unless it is a dependency) a path that a job reads (inside
-// a data folder is allowed), nor hold the manifest. Outputs must stay inside the manifest's folder unless
-// ManifestOptions.AllowOutside. A manifest may have at most 32 MiB and 100,000 jobs, and its
-// aliases may add at most the larger of 2^20 and 16 times the values it writes out.
+// a data folder is allowed), nor hold the manifest. Outputs must stay inside the manifest's
+// folder unless ManifestOptions.AllowOutside. A manifest may have at most 32 MiB and 100,000
+// jobs, and its aliases may add at most the larger of 2^20 and 16 times the values it writes
+// out.
 //
 // # Running a batch
 //
@@ -458,6 +459,7 @@ func (o ManifestOptions) Parse(path string, data []byte) (*Manifest, error) {
 	}
 	m := &Manifest{Path: path}
 	dir := filepath.Dir(path)
+	base := realPath(dir)
 	ids := map[string]int{}
 	outs := map[string]*BatchJob{}
 	for i, item := range items {
@@ -485,7 +487,7 @@ func (o ManifestOptions) Parse(path string, data []byte) (*Manifest, error) {
 		}
 		j.line = line
 		if !o.AllowOutside {
-			if err := j.checkConfined(dir); err != nil {
+			if err := j.checkConfined(base); err != nil {
 				return nil, &ManifestError{Path: path, Line: line, Job: j.ID, Field: "out", Err: err}
 			}
 		}

@@ -55,12 +55,11 @@ func (s jobSpec) readPaths() []jobPath {
 	return paths
 }
 
-// checkConfined refuses an output that leaves the manifest's folder dir. Symbolic links in the
-// part of the path that exists are followed, so a link pointing out does not smuggle a write
-// out either.
-func (j *BatchJob) checkConfined(dir string) error {
-	base, out := realPath(dir), realPath(j.Out)
-	if rel, err := filepath.Rel(base, out); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+// checkConfined refuses an output that leaves base, the manifest's folder as realPath gives
+// it. Symbolic links in the part of the output's path that exists are followed, so a link
+// pointing out does not smuggle a write out either.
+func (j *BatchJob) checkConfined(base string) error {
+	if out := realPath(j.Out); out != base && !within(out, base) {
 		return fmt.Errorf("%s is outside the manifest's folder %s: move it inside, or allow writing outside (ltransfer batch --allow-outside)", j.Out, base)
 	}
 	return nil
