@@ -459,7 +459,7 @@ func (o ManifestOptions) Parse(path string, data []byte) (*Manifest, error) {
 	}
 	m := &Manifest{Path: path}
 	dir := filepath.Dir(path)
-	base := realPath(dir)
+	base, real := realPath(dir), realPaths{}
 	ids := map[string]int{}
 	outs := map[string]*BatchJob{}
 	for i, item := range items {
@@ -487,7 +487,7 @@ func (o ManifestOptions) Parse(path string, data []byte) (*Manifest, error) {
 		}
 		j.line = line
 		if !o.AllowOutside {
-			if err := j.checkConfined(base); err != nil {
+			if err := j.checkConfined(base, real); err != nil {
 				return nil, &ManifestError{Path: path, Line: line, Job: j.ID, Field: "out", Err: err}
 			}
 		}

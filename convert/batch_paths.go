@@ -58,11 +58,32 @@ func (s jobSpec) readPaths() []jobPath {
 // checkConfined refuses an output that leaves base, the manifest's folder as realPath gives
 // it. Symbolic links in the part of the output's path that exists are followed, so a link
 // pointing out does not smuggle a write out either.
-func (j *BatchJob) checkConfined(base string) error {
-	if out := realPath(j.Out); out != base && !within(out, base) {
+func (j *BatchJob) checkConfined(base string, real realPaths) error {
+	if out := real.of(j.Out); out != base && !within(out, base) {
 		return fmt.Errorf("%s is outside the manifest's folder %s: move it inside, or allow writing outside (ltransfer batch --allow-outside)", j.Out, base)
 	}
 	return nil
+}
+
+// realPaths gives paths as realPath does, remembering the folders resolved: the outputs of a
+// manifest share a few, and resolving one takes a system call per path element.
+type realPaths map[string]string
+
+func (c realPaths) of(p string) string {
+	p = absPath(p)
+	if st, err := os.Lstat(p); err == nil && st.Mode()&os.ModeSymlink != 0 {
+		return realPath(p)
+	}
+	dir := filepath.Dir(p)
+	if dir == p {
+		return p
+	}
+	r, ok := c[dir]
+	if !ok {
+		r = realPath(dir)
+		c[dir] = r
+	}
+	return filepath.Join(r, filepath.Base(p))
 }
 
 // realPath is an absolute path with the symbolic links of its longest existing ancestor
@@ -100,12 +121,15 @@ func (m *Manifest) checkOverlaps() error {
 	type reader struct {
 		job *BatchJob
 		jobPath
+		abs string
 	}
 	reads := map[string][]reader{}
+	own := make(map[*BatchJob][]reader, len(m.Jobs))
 	for _, j := range m.Jobs {
 		for _, in := range j.spec.readPaths() {
-			key := absPath(in.path)
-			reads[key] = append(reads[key], reader{j, in})
+			r := reader{j, in, absPath(in.path)}
+			reads[r.abs] = append(reads[r.abs], r)
+			own[j] = append(own[j], r)
 		}
 	}
 	manifest, dir := absPath(m.Path), absPath(filepath.Dir(m.Path))
@@ -147,8 +171,8 @@ func (m *Manifest) checkOverlaps() error {
 			}
 		}
 		// A job must not read inside its own output either (a transfer's init in its folder).
-		for _, in := range j.spec.readPaths() {
-			if within(absPath(in.path), out) {
+		for _, in := range own[j] {
+			if within(in.abs, out) {
 				return fail("%s holds its own %s %s: write the output elsewhere", show(j.Out), in.field, show(in.path))
 			}
 		}
@@ -156,10 +180,13 @@ func (m *Manifest) checkOverlaps() error {
 	return nil
 }
 
-// within reports whether the clean absolute path p lies strictly inside the folder dir.
+// within reports whether the clean absolute path p lies strictly inside the folder dir (clean
+// and absolute too, so only a root ends with a separator).
 func within(p, dir string) bool {
-	rel, err := filepath.Rel(dir, p)
-	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+	if !strings.HasPrefix(p, dir) || len(p) == len(dir) {
+		return false
+	}
+	return os.IsPathSeparator(p[len(dir)]) || os.IsPathSeparator(dir[len(dir)-1])
 }
 
 // Limits of a manifest, each with its own message: a manifest past them is refused before its
