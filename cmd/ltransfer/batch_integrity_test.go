@@ -227,8 +227,10 @@ func TestBatchTempsGoneAfterKill(t *testing.T) {
 	if temps := checkBatchOutputs(t, dir); len(temps) > 0 {
 		t.Errorf("temporary files after the rerun: %v", temps)
 	}
-	if names, _ := filepath.Glob(filepath.Join(dir, "*", ".*.lock")); len(names) > 0 {
-		t.Errorf("lock files after the rerun: %v", names)
+	for _, glob := range []string{".*.lock", "*/.*.lock"} {
+		if names, _ := filepath.Glob(filepath.Join(dir, glob)); len(names) > 0 {
+			t.Errorf("lock files after the rerun: %v", names)
+		}
 	}
 }
 
