@@ -74,8 +74,15 @@
 // Relative paths, data paths included, are relative to the manifest's folder. An unknown field
 // is an error, and so is a field that a job sets but its kind does not use; a default that a
 // kind does not use is ignored, and so is a default init (or init_seed, model, from) when the
-// job gives its alternative. Two jobs may not share an id or an output. YAML anchors,
-// aliases and merge keys (<<) work; a key given twice is an error.
+// job gives its alternative. Two jobs may not share an id. YAML anchors, aliases and merge
+// keys (<<) work; a key given twice is an error.
+//
+// No job may write over another's files: an output may not equal or lie inside another
+// output, nor lie inside (or equal, unless it is a dependency) a path that a job reads (inside
+// a data folder is allowed), nor hold the manifest. Outputs must stay inside the manifest's
+// folder unless ManifestOptions.AllowOutside. A manifest may have at most 32 MiB and 100,000
+// jobs, and its aliases may add at most the larger of 2^20 and 16 times the values it writes
+// out.
 //
 // # Running a batch
 //
@@ -98,6 +105,11 @@
 // settings and the same SHA-256 of every model. Every file is written under a temporary name (.NAME.tmp-*) and renamed, so
 // a batch killed at any moment leaves only complete files besides temporary ones, which the next
 // run removes before it redoes the unfinished jobs.
+//
+// Several processes may run on one folder at once (a retried Kubernetes pod while its
+// predecessor runs): each job's output, and the report, is locked by the process writing it
+// (see batch_lock.go), a process waits for a job another one holds and then skips or redoes it
+// by its outputs, and only the holder of an output's lock removes its temporary files.
 package convert
 
 import (
@@ -380,21 +392,29 @@ func (l *floatList) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// LoadManifest reads and parses a manifest file.
+// LoadManifest reads and parses a manifest file with the default options: outputs must stay
+// inside the manifest's folder.
 func LoadManifest(path string) (*Manifest, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("convert: reading the manifest: %w", err)
-	}
-	return ParseManifest(path, data)
+	return ManifestOptions{}.Load(path)
 }
 
-// ParseManifest parses the manifest data read from path: the extension of path (.json, .yaml or
-// .yml) gives the format, and its folder is where relative paths start. Every mistake is a
-// *ManifestError.
+// ParseManifest parses the manifest data read from path with the default options (see
+// ManifestOptions.Parse).
 func ParseManifest(path string, data []byte) (*Manifest, error) {
+	return ManifestOptions{}.Parse(path, data)
+}
+
+// Parse parses the manifest data read from path: the extension of path (.json, .yaml or .yml)
+// gives the format, and its folder is where relative paths start. Every mistake is a
+// *ManifestError: besides the fields' own, outputs that overlap other outputs or inputs, an
+// output outside the manifest's folder (unless o.AllowOutside), and a manifest past the size
+// limits (wrapping errTooLarge).
+func (o ManifestOptions) Parse(path string, data []byte) (*Manifest, error) {
 	fail := func(job, field string, line int, format string, args ...any) error {
 		return &ManifestError{Path: path, Line: line, Job: job, Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	if len(data) > maxManifestBytes {
+		return nil, tooLarge(path, int64(len(data)))
 	}
 	var doc map[string]any
 	var lines []int
@@ -434,8 +454,12 @@ func ParseManifest(path string, data []byte) (*Manifest, error) {
 	if !ok || len(items) == 0 {
 		return nil, fail("", "jobs", 0, "want a list of at least one job")
 	}
+	if len(items) > maxJobs {
+		return nil, fail("", "jobs", 0, "%w: %d jobs, more than the %d a manifest may have: split them into several manifests", errTooLarge, len(items), maxJobs)
+	}
 	m := &Manifest{Path: path}
 	dir := filepath.Dir(path)
+	base, real := realPath(dir), realPaths{}
 	ids := map[string]int{}
 	outs := map[string]*BatchJob{}
 	for i, item := range items {
@@ -462,6 +486,11 @@ func ParseManifest(path string, data []byte) (*Manifest, error) {
 			return nil, err
 		}
 		j.line = line
+		if !o.AllowOutside {
+			if err := j.checkConfined(base, real); err != nil {
+				return nil, &ManifestError{Path: path, Line: line, Job: j.ID, Field: "out", Err: err}
+			}
+		}
 		if prev, ok := ids[j.ID]; ok {
 			return nil, fail("", "id", line, "jobs[%d] and jobs[%d] have the same id %q", prev, i, j.ID)
 		}
@@ -472,6 +501,9 @@ func ParseManifest(path string, data []byte) (*Manifest, error) {
 		}
 		outs[key] = j
 		m.Jobs = append(m.Jobs, j)
+	}
+	if err := m.checkOverlaps(); err != nil {
+		return nil, err
 	}
 	if err := m.link(); err != nil {
 		return nil, err
@@ -495,7 +527,8 @@ func decodeYAML(data []byte) (map[string]any, []int, error) {
 		return nil, nil, errors.New("want a YAML mapping with defaults and jobs")
 	}
 	top := root.Content[0]
-	v, err := (&yamlWalk{budget: maxYAMLValues, open: map[*yaml.Node]bool{}}).value(top)
+	budget := max(maxAliasValues, aliasRatio*countNodes(top))
+	v, err := (&yamlWalk{limit: budget, open: map[*yaml.Node]bool{}}).value(top)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -518,23 +551,37 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-// maxYAMLValues bounds the values a YAML manifest expands to: aliases of aliases can make a
-// small file stand for billions of values.
-const maxYAMLValues = 1 << 20
+// countNodes returns the number of nodes written out in a YAML document: an alias counts as
+// one, not as the nodes it stands for.
+func countNodes(n *yaml.Node) int {
+	count := 1
+	for _, c := range n.Content {
+		count += countNodes(c)
+	}
+	return count
+}
 
 // yamlWalk converts YAML nodes into JSON-like values.
 type yamlWalk struct {
-	// budget is the number of values (aliases expanded) still allowed.
-	budget int
+	// added is the number of values that aliases added so far, limit the most allowed.
+	added, limit int
+	// aliases is the number of aliases being expanded around the node converted.
+	aliases int
 	// open holds the nodes being converted: an alias to one of them would never end.
 	open map[*yaml.Node]bool
 }
 
 // value converts a YAML node into a JSON-like value.
 func (w *yamlWalk) value(n *yaml.Node) (any, error) {
+	if n.Kind == yaml.AliasNode {
+		w.aliases++
+		defer func() { w.aliases-- }()
+	}
 	n = resolveAlias(n)
-	if w.budget--; w.budget < 0 {
-		return nil, fmt.Errorf("the manifest expands to more than %d values (aliases of aliases?)", maxYAMLValues)
+	if w.aliases > 0 {
+		if w.added++; w.added > w.limit {
+			return nil, fmt.Errorf("%w: the manifest expands to more than %d values through its aliases (aliases of aliases?)", errTooLarge, w.limit)
+		}
 	}
 	if w.open[n] { // only an alias can lead back to a node being converted
 		return nil, fmt.Errorf("line %d: an alias refers to a node that contains it", n.Line)
@@ -1033,6 +1080,9 @@ type JobResult struct {
 // BatchReport is batch-report.json: the jobs of one shard of a manifest, in manifest order, and
 // how each went.
 type BatchReport struct {
+	// Path is the file the report is written to: BatchOptions.Report, or NAME.2.EXT (.3, ...)
+	// next to it when other processes are writing that file. It is not part of the file.
+	Path        string      `json:"-"`
 	Schema      int         `json:"schema_version"`
 	Manifest    string      `json:"manifest"`
 	Shard       Shard       `json:"shard"`
@@ -1062,19 +1112,33 @@ type BatchOptions struct {
 	// Force reruns the jobs whose outputs are complete.
 	Force bool
 	// Report, when not empty, is the file the BatchReport is written to (atomically) when the
-	// batch starts, after every job and at the end.
+	// batch starts, at most every ReportInterval while jobs end, and at the end. Its folder must
+	// exist. While another process writes it, this one writes NAME.2.EXT (NAME.3.EXT, ...)
+	// instead; BatchReport.Path says which.
 	Report string
+	// ReportInterval is the shortest time between two writes of the report while jobs end
+	// (0: DefaultReportInterval); a job's end is written at most that long after it.
+	ReportInterval time.Duration
 	// Progress, when set, is called with every event, one call at a time.
 	Progress func(BatchEvent)
 }
 
-// BatchEvent is a job starting (Result and Step nil), a step of a running transfer (Step set), or
-// a job ending (Result set).
+// BatchEvent is a job starting (Result, Step and Holder unset), a job waiting for another
+// process that holds its output (Holder set: "process 12 on host h since ..."), a step of a
+// running transfer (Step set), or a job ending (Result set).
 type BatchEvent struct {
 	Job    *BatchJob
 	Step   *StepReport
 	Result *JobResult
+	Holder string
 }
+
+// DefaultReportInterval is the shortest time between two writes of the batch report while jobs
+// end, unless BatchOptions.ReportInterval says otherwise: rewriting (and syncing) a report of
+// thousands of jobs after each would cost more than short jobs. Whether a job is done is
+// decided from its outputs, never from the report, so a report that lags behind after a kill
+// costs no work.
+const DefaultReportInterval = 2 * time.Second
 
 // ErrInterrupted is wrapped by the error of RunBatch when its context ends before every job has.
 var ErrInterrupted = errors.New("interrupted")
@@ -1095,6 +1159,17 @@ func RunBatch(ctx context.Context, m *Manifest, opt BatchOptions) (*BatchReport,
 		ctx: ctx, m: m, opt: opt, index: map[*BatchJob]int{}, done: map[*BatchJob]chan struct{}{},
 		hashes: map[string]hashEntry{}, data: map[string]*dataEntry{},
 		report: &BatchReport{Schema: BatchSchema, Manifest: m.Path, Shard: opt.Shard, Started: time.Now(), Jobs: []JobResult{}},
+	}
+	if opt.Report != "" {
+		if err := m.checkReport(opt.Report); err != nil {
+			return nil, err
+		}
+		lock, path, err := lockReport(opt.Report)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.release()
+		r.report.Path = path
 	}
 	for _, j := range m.Jobs {
 		if opt.Shard.Owns(j) {
@@ -1134,11 +1209,20 @@ feed:
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.flush != nil {
+		r.flush.Stop()
+		r.flush = nil
+	}
 	for j, i := range r.index {
 		if res := &r.report.Jobs[i]; res.Status == StatusPending {
 			res.Status = StatusCancelled
+			// The job never started: remove what an earlier, killed run left, unless another
+			// process is writing it.
+			if l, _, err := tryLock(j.Out); err == nil && l != nil {
+				removeTemps(j)
+				l.release()
+			}
 		}
-		removeTemps(j)
 	}
 	r.report.Interrupted = ctx.Err() != nil && (r.report.Count(StatusCancelled) > 0)
 	if err := r.writeReport(); err != nil {
@@ -1156,9 +1240,11 @@ type batchRun struct {
 	m   *Manifest
 	opt BatchOptions
 
-	mu        sync.Mutex // guards report, reportErr and the Progress calls
+	mu        sync.Mutex // guards report, reportErr, written, flush and the Progress calls
 	report    *BatchReport
 	reportErr error
+	written   time.Time         // the last write of the report
+	flush     *time.Timer       // a pending write of the report
 	index     map[*BatchJob]int // the jobs of the shard -> their place in report.Jobs
 	done      map[*BatchJob]chan struct{}
 
@@ -1171,15 +1257,41 @@ type batchRun struct {
 
 // writeReport writes the report when asked to; r.mu is held. Only the first failure is kept.
 func (r *batchRun) writeReport() error {
-	if r.opt.Report == "" {
+	if r.report.Path == "" {
 		return nil
 	}
 	r.report.Seconds = time.Since(r.report.Started).Seconds()
-	err := WriteJSON(r.opt.Report, r.report)
+	err := WriteJSON(r.report.Path, r.report)
+	r.written = time.Now()
 	if err != nil && r.reportErr == nil {
 		r.reportErr = err
 	}
 	return err
+}
+
+// reportChanged writes the report, or schedules its write a report interval after the last one;
+// r.mu is held.
+func (r *batchRun) reportChanged() {
+	if r.report.Path == "" || r.flush != nil {
+		return
+	}
+	every := r.opt.ReportInterval
+	if every <= 0 {
+		every = DefaultReportInterval
+	}
+	wait := every - time.Since(r.written)
+	if wait <= 0 {
+		r.writeReport()
+		return
+	}
+	r.flush = time.AfterFunc(wait, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.flush != nil { // else the batch has ended, and written the report itself
+			r.flush = nil
+			r.writeReport()
+		}
+	})
 }
 
 // event passes e to the Progress callback, one call at a time.
@@ -1205,7 +1317,7 @@ func (r *batchRun) run(j *BatchJob) {
 	if err != nil && status != StatusCancelled {
 		res.Error = err.Error()
 	}
-	r.writeReport()
+	r.reportChanged()
 	if r.opt.Progress != nil {
 		rc := *res
 		r.opt.Progress(BatchEvent{Job: j, Result: &rc})
@@ -1244,12 +1356,22 @@ func (r *batchRun) attempt(j *BatchJob) (JobStatus, error) {
 	if r.ctx.Err() != nil {
 		return StatusCancelled, ErrInterrupted
 	}
+	// While this process holds the lock, no other writes the job's files: the temporary files
+	// there are leftovers of writers that are gone.
+	lock, err := r.lockJob(j)
+	if errors.Is(err, ErrInterrupted) {
+		return StatusCancelled, err
+	}
+	if err != nil {
+		return StatusFailed, err
+	}
+	defer lock.release()
 	removeTemps(j)
 	if !r.opt.Force && j.kind.complete(r, j) {
 		return StatusSkipped, nil
 	}
 	r.event(BatchEvent{Job: j})
-	err := abandonable(func() error { return j.kind.run(r, j) })
+	err = abandonable(func() error { return j.kind.run(r, j) })
 	if errors.Is(err, ErrInterrupted) {
 		removeTemps(j)
 		return StatusCancelled, err

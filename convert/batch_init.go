@@ -45,9 +45,6 @@ func (initKind) folder() bool { return false }
 
 func (initKind) run(_ *batchRun, j *BatchJob) error {
 	s := j.spec
-	if s.From != "" && absPath(s.From) == absPath(s.Out) {
-		return fmt.Errorf("convert: out %s is the model it redraws: write the initialization to another file", s.Out)
-	}
 	m, params, err := drawModel(s)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
@@ -692,7 +693,7 @@ func TestBatchReportWrittenAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pending []JobStatus
-	_, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Report: reportPath, Progress: func(ev BatchEvent) {
+	_, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Report: reportPath, ReportInterval: time.Nanosecond, Progress: func(ev BatchEvent) {
 		var r BatchReport
 		if err := readJSON(reportPath, &r); err != nil {
 			t.Error(err)

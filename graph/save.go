@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -109,6 +110,12 @@ func (m *Model) externalize(pb *onnxpb.ModelProto, path string) error {
 	return WriteFileAtomic(filepath.Join(filepath.Dir(path), location), blob)
 }
 
+// WriteDelay, when positive, makes WriteFileAtomic wait that long between writing its
+// temporary file and renaming it. It is for tests only (ltransfer batch sets it from
+// LTRANSFER_TEST_WRITE_DELAY), which widen so the moments in which a kill or a concurrent
+// process meets a temporary file; it is zero otherwise.
+var WriteDelay time.Duration
+
 // WriteFileAtomic writes data to path through a temporary file in the same folder and a rename,
 // so that path holds either its old content or the new one, never a part.
 func WriteFileAtomic(path string, data []byte) error {
@@ -125,6 +132,9 @@ func WriteFileAtomic(path string, data []byte) error {
 	}
 	if err == nil {
 		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil && WriteDelay > 0 {
+		time.Sleep(WriteDelay)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)

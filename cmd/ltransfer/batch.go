@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/graph"
 )
 
 func batchCommand() *cli.Command {
@@ -23,7 +25,8 @@ func batchCommand() *cli.Command {
 			"README and in the convert package. Jobs whose outputs are complete are skipped, so a rerun\n" +
 			"resumes an interrupted batch. With --shard-count N, or under a Kubernetes Indexed Job\n" +
 			"(JOB_COMPLETION_INDEX) or a Slurm job array (SLURM_ARRAY_TASK_ID), each process runs the\n" +
-			"jobs of its shard, chosen by a hash of every job's output and inputs.",
+			"jobs of its shard, chosen by a hash of every job's output and inputs. Processes running at\n" +
+			"once on one folder lock each job's output: a job another process holds is waited for.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "parallel", Aliases: []string{"j"}, Value: 1, Usage: "jobs run at once"},
 			&cli.IntFlag{Name: "shard-index", EnvVars: []string{"LTRANSFER_SHARD_INDEX"}, Usage: "the shard this process runs, from 0",
@@ -31,6 +34,7 @@ func batchCommand() *cli.Command {
 			&cli.IntFlag{Name: "shard-count", EnvVars: []string{"LTRANSFER_SHARD_COUNT"}, Usage: "the number of shards (a Kubernetes Indexed Job's completions)",
 				DefaultText: "SLURM_ARRAY_TASK_COUNT, or 1"},
 			&cli.BoolFlag{Name: "force", Usage: "rerun the jobs whose outputs are complete"},
+			&cli.BoolFlag{Name: "allow-outside", Usage: "accept outputs outside the manifest's folder (refused by default)"},
 			&cli.StringFlag{Name: "report", Usage: "the file the batch report is written to",
 				DefaultText: "batch-report.json next to the manifest, batch-report.shard-I-of-N.json for shard I of N"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "list the jobs of this shard and exit"},
@@ -50,7 +54,7 @@ func runBatch(c *cli.Context) error {
 		return usagef("--parallel %d: want at least 1", c.Int("parallel"))
 	}
 	path := c.Args().First()
-	m, err := convert.LoadManifest(path)
+	m, err := convert.ManifestOptions{AllowOutside: c.Bool("allow-outside")}.Load(path)
 	if err != nil {
 		var me *convert.ManifestError
 		if errors.As(err, &me) {
@@ -95,6 +99,15 @@ func runBatch(c *cli.Context) error {
 		stop()
 	}()
 
+	// For tests only: a pause between writing each file and renaming it (see graph.WriteDelay).
+	if v := os.Getenv("LTRANSFER_TEST_WRITE_DELAY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("LTRANSFER_TEST_WRITE_DELAY=%q: %w", v, err)
+		}
+		graph.WriteDelay = d
+	}
+
 	quiet, verbose := c.Bool("quiet"), c.Bool("verbose")
 	w := c.App.ErrWriter
 	if !quiet {
@@ -119,6 +132,10 @@ func runBatch(c *cli.Context) error {
 				default:
 					fmt.Fprintf(w, "[%d/%d] %s: %s in %.1fs: %s\n", finished, len(mine), r.ID, r.Status, r.Seconds, r.Output)
 				}
+			case e.Holder != "":
+				if !quiet {
+					fmt.Fprintf(w, "%s: waiting for %s, which writes %s\n", e.Job.ID, e.Holder, e.Job.Out)
+				}
 			case e.Step != nil:
 				if verbose && !quiet {
 					s := e.Step
@@ -132,6 +149,10 @@ func runBatch(c *cli.Context) error {
 	if rep == nil {
 		return runErr
 	}
+	if rep.Path != report && !quiet {
+		fmt.Fprintf(w, "another process writes %s: this run's report is %s\n", report, rep.Path)
+	}
+	report = rep.Path
 	if c.Bool("json") {
 		if err := printJSON(c.App.Writer, rep); err != nil {
 			return err
