@@ -157,6 +157,7 @@ func (m *Model) untie() {
 			names = names[:len(names)-1]
 			delete(m.Params, src)
 			delete(m.released, src)
+			delete(m.external, src)
 		} else {
 			inits = append(inits, t)
 			infos = append(infos, infoOf[src])
