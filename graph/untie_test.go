@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
 )
 
 // dedupMLP builds a 4-4-4-4-3 MLP of Gemm and Relu layers the way torch.onnx.export writes a
@@ -211,5 +212,45 @@ func TestSameArchitectureComparesWiring(t *testing.T) {
 	}
 	if err := md.AdoptNames(mc); err == nil {
 		t.Error("AdoptNames accepted another architecture")
+	}
+}
+
+// TestUntieChainsAndListedInitializers covers an Identity of an Identity and a file that lists
+// its initializers as graph inputs (IR version 3): the copies are listed too, and the data input
+// stays the data input.
+func TestUntieChainsAndListedInitializers(t *testing.T) {
+	b := dedupMLP(t, true)
+	g := b.pb.Graph
+	// fc2 reads Identity(Identity(b)) instead of Identity(b).
+	must(t, b.Node("Identity", "Identity_1", []string{"fc2.bias"}, []string{"fc2.bias.copy"}))
+	last := g.Node[len(g.Node)-1]
+	g.Node = append([]*onnxpb.NodeProto{g.Node[0], last}, g.Node[1:len(g.Node)-1]...)
+	for _, n := range g.Node {
+		if n.GetName() == "fc2" {
+			n.Input[2] = "fc2.bias.copy"
+		}
+	}
+	for _, init := range g.Initializer {
+		g.Input = append(g.Input, valueInfoProto(init.GetName(), nil))
+	}
+	m, err := b.Model()
+	must(t, err)
+	if m.Input.Name != "x" {
+		t.Errorf("data input %q, want x", m.Input.Name)
+	}
+	if got, want := m.Trainable(), []string{"w1", "w2", "w3", "w4", "b4", "b", "fc2.bias.copy", "b@fc3:2"}; !slices.Equal(got, want) {
+		t.Errorf("trainable parameters %v, want %v", got, want)
+	}
+	listed := map[string]bool{}
+	for _, v := range m.proto.Graph.Input {
+		listed[v.GetName()] = true
+	}
+	for _, name := range m.Trainable() {
+		if !listed[name] {
+			t.Errorf("initializer %q is not listed as a graph input as the others are", name)
+		}
+	}
+	if len(m.proto.Graph.Input) != len(m.Params)+1 {
+		t.Errorf("%d graph inputs, want the data input and %d initializers", len(m.proto.Graph.Input), len(m.Params))
 	}
 }
