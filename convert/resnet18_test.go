@@ -85,6 +85,9 @@ func resnet18Trajectory(t *testing.T) string {
 		t.Fatalf("%v: %v\n%s", cmd, err, out)
 	}
 	t.Logf("PyTorch trained and exported the ResNet-18 trajectory in %.1f s", time.Since(start).Seconds())
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp made it private
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp, dir); err != nil {
 		// Another test process may have built it at the same time.
 		if _, statErr := os.Stat(filepath.Join(dir, "reference.json")); statErr != nil {
@@ -214,6 +217,9 @@ func TestResNet18TrajectoryBothExports(t *testing.T) {
 				rep, err := job.Run()
 				if err != nil {
 					t.Fatalf("%s: %v", method, err)
+				}
+				if len(rep.Groups) != 12 || len(rep.DroppedGroups) > 0 {
+					t.Errorf("%s: the transfer permuted %d groups, want 12; its self-check dropped %+v", method, len(rep.Groups), rep.DroppedGroups)
 				}
 				best := filepath.Join(out, "best.onnx")
 				onnxFacts(t, best)
