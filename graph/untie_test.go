@@ -142,6 +142,11 @@ func TestUntieDeduplicatedInitializers(t *testing.T) {
 	}
 
 	out := filepath.Join(t.TempDir(), "untied.onnx")
+	// Parameters under a name the model does not have (the deduplicated file's reading of
+	// fc3's bias) are refused, not silently dropped.
+	if err := m.Save(out, align.Params{"fc3.bias": m.Params["b"]}); err == nil || !strings.Contains(err.Error(), `"fc3.bias"`) {
+		t.Errorf("saving a parameter the model lacks: %v, want an error naming it", err)
+	}
 	must(t, m.Save(out, nil))
 	back, err := Load(out)
 	must(t, err)
