@@ -73,6 +73,11 @@ func (j Job) Run() (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the copy that writes the files: the initialization takes the trajectory's
+	// parameter names, which the transferred parameters carry.
+	if err := src.CheckInit(init); err != nil {
+		return nil, err
+	}
 	// Written files evaluate in inference mode in any ONNX runtime, as ltransfer evaluates them.
 	out, err := init.InferenceCopy()
 	if err != nil {

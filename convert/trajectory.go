@@ -73,7 +73,10 @@ func leadingDigits(s string) (string, string) {
 }
 
 // LoadTrajectory loads checkpoints given as files, or as one folder of ONNX files. At least two
-// are needed (a start and an end), and all must share the first one's architecture.
+// are needed (a start and an end), and all must share the first one's architecture. Checkpoints
+// are matched by graph structure, and every checkpoint's parameters take the first one's names
+// (graph.Model.AdoptNames): an exporter that deduplicated equal initializers in one checkpoint
+// (torch.onnx.export does at initialization) names them differently from the next.
 func LoadTrajectory(paths ...string) (*Trajectory, error) {
 	if len(paths) == 1 {
 		if st, err := os.Stat(paths[0]); err == nil && st.IsDir() {
@@ -97,7 +100,7 @@ func LoadTrajectory(paths ...string) (*Trajectory, error) {
 			return nil, err
 		}
 		if len(t.Checkpoints) > 0 {
-			if err := graph.SameArchitecture(t.Checkpoints[0], m); err != nil {
+			if err := m.AdoptNames(t.Checkpoints[0]); err != nil {
 				return nil, fmt.Errorf("convert: trajectory checkpoints differ: %w", err)
 			}
 		}
@@ -109,9 +112,11 @@ func LoadTrajectory(paths ...string) (*Trajectory, error) {
 // ErrArchitecture is wrapped when an initialization does not fit a trajectory.
 var ErrArchitecture = errors.New("architecture mismatch")
 
-// CheckInit verifies that an initialization has the trajectory's architecture.
+// CheckInit verifies that an initialization has the trajectory's architecture, and gives its
+// parameters the trajectory's names where they differ (graph.Model.AdoptNames), so that the
+// files written from it name every parameter as the trajectory does.
 func (t *Trajectory) CheckInit(init *graph.Model) error {
-	if err := graph.SameArchitecture(t.Checkpoints[0], init); err != nil {
+	if err := init.AdoptNames(t.Checkpoints[0]); err != nil {
 		return fmt.Errorf("convert: the initialization %s does not fit the trajectory: %w: %w", init.Path, ErrArchitecture, err)
 	}
 	return nil

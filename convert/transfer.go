@@ -328,8 +328,10 @@ func (t *transfer) oracle() (stepFunc, error) {
 		return nil, errors.New("convert: the oracle method needs the target run's trajectory")
 	}
 	tgt := t.opt.Target
-	if err := t.src.CheckInit(tgt.Checkpoints[0]); err != nil {
-		return nil, err
+	for _, m := range tgt.Checkpoints {
+		if err := t.src.CheckInit(m); err != nil {
+			return nil, err
+		}
 	}
 	last := func(tr *Trajectory) align.Params { return tr.Checkpoints[len(tr.Checkpoints)-1].Params }
 	dt, err := diff(subset(last(tgt), t.trainable), tgt.Checkpoints[0].Params)

@@ -88,7 +88,8 @@ func TestFanInBoundsPyTorchInit(t *testing.T) {
 
 // TestFanInLayouts covers layouts the fixtures lack: Gemm with transB=0 ([in, out]), a plain
 // MatMul weight ([in, out]) with its bias added by Add, a weight read through Identity and a
-// default Transpose, a grouped convolution, a weight two layers disagree about, and one read
+// default Transpose, a grouped convolution, a weight two layers disagree about (read through
+// Transpose nodes: an initializer read by two layers would be untied at load), and one read
 // through Flatten, which FanIn does not follow.
 func TestFanInLayouts(t *testing.T) {
 	zeros := func(shape ...int) *align.Tensor {
@@ -101,7 +102,7 @@ func TestFanInLayouts(t *testing.T) {
 	b.Initializer("gemm.weight", zeros(150, 7)) // [in, out]
 	b.Initializer("mm.weight", zeros(7, 5))     // [in, out]
 	b.Initializer("mm.bias", zeros(5))
-	b.Initializer("t.weight", zeros(3, 5)) // [out, in], read through Identity and Transpose
+	b.Initializer("t.weight", zeros(3, 5)) // [out, in], read through Identity "tw" and Transpose
 	b.Initializer("shared", zeros(3, 5))
 	b.Initializer("flat.weight", zeros(3, 1, 5))
 	for _, err := range []error{
@@ -113,8 +114,10 @@ func TestFanInLayouts(t *testing.T) {
 		b.Node("Identity", "id", []string{"t.weight"}, []string{"tw"}),
 		b.Node("Transpose", "tr", []string{"tw"}, []string{"twt"}),
 		b.Node("MatMul", "last", []string{"hb", "twt"}, []string{"y"}),
-		b.Node("Gemm", "shared1", []string{"hb", "shared"}, []string{"s1"}, Attr{"transB", int64(1)}),
-		b.Node("MatMul", "shared2", []string{"s1", "shared"}, []string{"s2"}),
+		b.Node("Transpose", "st", []string{"shared"}, []string{"sT"}),
+		b.Node("Gemm", "shared1", []string{"hb", "sT"}, []string{"s1"}), // [in, out]: fan-in 5
+		b.Node("Transpose", "stt", []string{"sT"}, []string{"sTT"}),
+		b.Node("MatMul", "shared2", []string{"s1", "sTT"}, []string{"s2"}), // [in, out]: fan-in 3
 		b.Node("Flatten", "fw", []string{"flat.weight"}, []string{"fwf"}),
 		b.Node("Gemm", "flat", []string{"hb", "fwf"}, []string{"s3"}, Attr{"transB", int64(1)}),
 	} {
@@ -122,7 +125,8 @@ func TestFanInLayouts(t *testing.T) {
 	}
 	m, err := b.Model()
 	must(t, err)
-	for name, want := range map[string]int{"conv.weight": 2 * 9, "gemm.weight": 150, "mm.weight": 7, "mm.bias": 7, "t.weight": 5} {
+	// Untied at load, the weight read through the Identity takes the Identity's output name.
+	for name, want := range map[string]int{"conv.weight": 2 * 9, "gemm.weight": 150, "mm.weight": 7, "mm.bias": 7, "tw": 5} {
 		if got, err := m.FanIn(name); err != nil || got != want {
 			t.Errorf("FanIn(%q) = %d, %v; want %d", name, got, err, want)
 		}

@@ -231,6 +231,7 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 		return fmt.Errorf("%w: the graph has no data input (every input is an initializer)", ErrFormat)
 	}
 	m.Output = valueInfo(g.Output[0])
+	m.untie()
 	m.assignRoles()
 	return nil
 }
@@ -365,31 +366,166 @@ func (m *Model) OpCounts() map[string]int {
 	return out
 }
 
-// SameArchitecture reports whether b has the architecture of a: the same operators with the same
-// attributes wired the same way, and the same float32 initializers with the same shapes. The error
-// names the first difference.
+// SameArchitecture reports whether b has the architecture of a: the same operators in the same
+// order with the same attributes, wired the same way, with a float32 parameter of the same shape
+// wherever a has one. Checkpoints are compared by this structure, not by their initializer
+// lists: parameter and value names may differ (see AdoptNames). The error names the first
+// difference.
 func SameArchitecture(a, b *Model) error {
+	_, err := correspondence(a, b)
+	return err
+}
+
+// AdoptNames checks that m has the architecture of ref (see SameArchitecture) and renames m's
+// float32 parameters to the names of the parameters of ref in the same places, in the model and
+// in the files Save writes. Exporters name parameters differently when some were deduplicated in
+// one checkpoint and not in another; after AdoptNames the checkpoints of a run key their
+// parameters alike.
+func (m *Model) AdoptNames(ref *Model) error {
+	names, err := correspondence(ref, m)
+	if err != nil {
+		return err
+	}
+	return m.renameParams(names)
+}
+
+// correspondence matches the nodes of a and b in order and returns, for every float32 parameter
+// of b whose counterpart in a has another name, b's name mapped to a's.
+func correspondence(a, b *Model) (map[string]string, error) {
 	if len(a.Nodes) != len(b.Nodes) {
-		return fmt.Errorf("graph: %s has %d nodes, %s has %d", a.Path, len(a.Nodes), b.Path, len(b.Nodes))
+		return nil, fmt.Errorf("graph: %s has %d nodes, %s has %d", a.Path, len(a.Nodes), b.Path, len(b.Nodes))
+	}
+	ab, ba := map[string]string{}, map[string]string{} // every name of a to b's and back
+	renamed := map[string]string{}
+	pair := func(na *Node, side string, k int, x, y string) error {
+		px, isParamA := a.Params[x]
+		py, isParamB := b.Params[y]
+		where := fmt.Sprintf("node %q (%s) %s %d", na.Name, na.Op, side, k)
+		switch {
+		case isParamA != isParamB:
+			return fmt.Errorf("graph: %s is %s in %s and %s in %s", where, describeValue(x, isParamA), a.Path, describeValue(y, isParamB), b.Path)
+		case isParamA && !slices.Equal(px.Shape, py.Shape):
+			return fmt.Errorf("graph: %s is parameter %q %v in %s and %q %v in %s", where, x, px.Shape, a.Path, y, py.Shape, b.Path)
+		}
+		if (x == "") != (y == "") {
+			return fmt.Errorf("graph: %s is %q in %s and %q in %s", where, x, a.Path, y, b.Path)
+		}
+		if x == "" {
+			return nil
+		}
+		if (ab[x] != "" && ab[x] != y) || (ba[y] != "" && ba[y] != x) {
+			return fmt.Errorf("graph: %s reads %q in %s and %q in %s, which are wired differently", where, x, a.Path, y, b.Path)
+		}
+		ab[x], ba[y] = y, x
+		if isParamA && x != y {
+			renamed[y] = x
+		}
+		return nil
 	}
 	for i := range a.Nodes {
 		na, nb := a.Nodes[i].comparable(), b.Nodes[i].comparable()
-		if na.Op != nb.Op || !slices.Equal(na.Inputs, nb.Inputs) || !slices.Equal(na.Outputs, nb.Outputs) {
-			return fmt.Errorf("graph: node %d differs: %s has %q (%s) reading %v writing %v, %s has %q (%s) reading %v writing %v",
+		if na.Op != nb.Op || len(na.Inputs) != len(nb.Inputs) || len(na.Outputs) != len(nb.Outputs) {
+			return nil, fmt.Errorf("graph: node %d differs: %s has %q (%s) reading %v writing %v, %s has %q (%s) reading %v writing %v",
 				i, a.Path, na.Name, na.Op, na.Inputs, na.Outputs, b.Path, nb.Name, nb.Op, nb.Inputs, nb.Outputs)
 		}
 		if fa, fb := fmt.Sprint(sortedAttrs(na.Attrs)), fmt.Sprint(sortedAttrs(nb.Attrs)); fa != fb {
-			return fmt.Errorf("graph: node %q (%s) has attributes %s in %s and %s in %s", na.Name, na.Op, fa, a.Path, fb, b.Path)
+			return nil, fmt.Errorf("graph: node %q (%s) has attributes %s in %s and %s in %s", na.Name, na.Op, fa, a.Path, fb, b.Path)
+		}
+		for k := range na.Inputs {
+			if err := pair(na, "input", k, na.Inputs[k], nb.Inputs[k]); err != nil {
+				return nil, err
+			}
+		}
+		for k := range na.Outputs {
+			if err := pair(na, "output", k, na.Outputs[k], nb.Outputs[k]); err != nil {
+				return nil, err
+			}
 		}
 	}
-	if len(a.Infos) != len(b.Infos) {
-		return fmt.Errorf("graph: %s has %d float parameters, %s has %d", a.Path, len(a.Infos), b.Path, len(b.Infos))
-	}
-	for i, pa := range a.Infos {
-		pb := b.Infos[i]
-		if pa.Name != pb.Name || !slices.Equal(pa.Shape, pb.Shape) {
-			return fmt.Errorf("graph: parameter %q %v in %s differs from %q %v in %s", pa.Name, pa.Shape, a.Path, pb.Name, pb.Shape, b.Path)
+	// Parameters that no node reads are matched by name.
+	for _, side := range []struct {
+		x, y   *Model
+		linked map[string]string
+	}{{a, b, ab}, {b, a, ba}} {
+		for _, in := range side.x.Infos {
+			if _, ok := side.linked[in.Name]; ok {
+				continue
+			}
+			if other, ok := side.y.Params[in.Name]; !ok || !slices.Equal(other.Shape, in.Shape) {
+				return nil, fmt.Errorf("graph: parameter %q %v of %s, which no node reads, is not in %s", in.Name, in.Shape, side.x.Path, side.y.Path)
+			}
 		}
+	}
+	return renamed, nil
+}
+
+func describeValue(name string, param bool) string {
+	if name == "" {
+		return "omitted"
+	}
+	if param {
+		return fmt.Sprintf("parameter %q", name)
+	}
+	return fmt.Sprintf("value %q", name)
+}
+
+// renameParams renames float32 parameters (old name to new), in the model and its message. The
+// new names must not name anything else in the graph.
+func (m *Model) renameParams(names map[string]string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	g := m.proto.Graph
+	taken := m.names()
+	for old, name := range names {
+		if _, ok := m.Params[old]; !ok {
+			return fmt.Errorf("graph: %s: no parameter %q to rename", m.Path, old)
+		}
+		if _, renamedToo := names[name]; taken[name] && !renamedToo {
+			return fmt.Errorf("graph: %s: parameter %q cannot take the name %q: the graph already uses it", m.Path, old, name)
+		}
+	}
+	rename := func(s string) string {
+		if n, ok := names[s]; ok {
+			return n
+		}
+		return s
+	}
+	// Nodes may be shared with another model (InferenceCopy): renamed ones are copied.
+	for i, n := range m.Nodes {
+		if !slices.ContainsFunc(n.Inputs, func(s string) bool { _, ok := names[s]; return ok }) {
+			continue
+		}
+		c := *n
+		c.Inputs = make([]string, len(n.Inputs))
+		for k, s := range n.Inputs {
+			c.Inputs[k] = rename(s)
+		}
+		m.Nodes[i] = &c
+		g.Node[i].Input = slices.Clone(c.Inputs)
+	}
+	// Graph inputs list the initializers in IR < 4.
+	for _, t := range g.Initializer {
+		t.Name = proto.String(rename(t.GetName()))
+	}
+	for _, v := range slices.Concat(g.Input, g.ValueInfo) {
+		v.Name = proto.String(rename(v.GetName()))
+	}
+	params := make(align.Params, len(m.Params))
+	released := make(map[string]bool, len(m.released))
+	external := make(map[string]externalRef, len(m.external))
+	for k, v := range m.Params {
+		params[rename(k)] = v
+	}
+	for k, v := range m.released {
+		released[rename(k)] = v
+	}
+	for k, v := range m.external {
+		external[rename(k)] = v
+	}
+	m.Params, m.released, m.external = params, released, external
+	for i := range m.Infos {
+		m.Infos[i].Name = rename(m.Infos[i].Name)
 	}
 	return nil
 }

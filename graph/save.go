@@ -17,7 +17,8 @@ import (
 )
 
 // Encode returns the model's ONNX encoding with the float32 initializers named in params
-// replaced (nil params: the model as read) (the others keep their values). Everything else (opset, metadata, names, nodes, the
+// replaced (nil params: the model as read) (the others keep their values); a name the model
+// does not have is an error. Everything else (opset, metadata, names, nodes, the
 // other initializers, fields of newer ONNX versions) is written back as it was read. Initializers
 // that were stored as external data are inlined; use Save to keep them external.
 func (m *Model) Encode(params align.Params) ([]byte, error) {
@@ -33,6 +34,7 @@ func (m *Model) Encode(params align.Params) ([]byte, error) {
 // the model's own values back, in the raw little-endian form they were read in.
 func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
+	replaced := 0
 	for _, t := range pb.Graph.Initializer {
 		v, ok := params[t.GetName()]
 		if !ok {
@@ -41,6 +43,7 @@ func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 			}
 			continue
 		}
+		replaced++
 		info, isFloat := m.Info(t.GetName())
 		if !isFloat {
 			return nil, fmt.Errorf("graph: %s: initializer %q is not a float32 parameter", m.Path, t.GetName())
@@ -49,6 +52,14 @@ func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 			return nil, fmt.Errorf("graph: %s: parameter %q gets shape %v with %d values, the model has %v", m.Path, t.GetName(), v.Shape, len(v.Data), info.Shape)
 		}
 		setFloats(t, v.Data)
+	}
+	if replaced < len(params) {
+		// Parameters keyed by other names (another checkpoint's, see AdoptNames) would be lost.
+		for name := range params {
+			if _, ok := m.Params[name]; !ok {
+				return nil, fmt.Errorf("graph: %s: no float32 initializer %q to write the given parameter into", m.Path, name)
+			}
+		}
 	}
 	return pb, nil
 }
