@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -226,6 +227,23 @@ func floatsOf(t *onnxpb.TensorProto) []float32 {
 	}
 	return out
 }
+
+// floatsInPlace returns the float32 elements of a checked FLOAT tensor, reading its raw bytes in
+// place when the machine is little-endian and the bytes are 4-byte aligned (the caller then
+// releases RawData, so the values are held once), and decoding a copy otherwise.
+func floatsInPlace(t *onnxpb.TensorProto) []float32 {
+	raw := t.RawData
+	if len(raw) == 0 || !littleEndian || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+		return floatsOf(t)
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
+}
+
+// littleEndian reports whether the machine stores numbers little-endian, as ONNX raw data does.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
 
 // int64sOf decodes the elements of a checked integer tensor (INT64, INT32, INT16, INT8, UINT8,
 // UINT16, BOOL) as int64.
