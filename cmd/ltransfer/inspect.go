@@ -83,8 +83,14 @@ func printSummary(w io.Writer, s graph.Summary) error {
 		var members []string
 		for _, mb := range g.Members {
 			m := fmt.Sprintf("%s/%d", mb.Param, mb.Axis)
+			if mb.Offset > 0 {
+				m += fmt.Sprintf("[from %d]", mb.Offset)
+			}
 			if mb.Block > 1 {
 				m += fmt.Sprintf("(blocks of %d)", mb.Block)
+			}
+			if mb.Repeat > 1 {
+				m += fmt.Sprintf("(x%d copies)", mb.Repeat)
 			}
 			members = append(members, m)
 		}
