@@ -43,11 +43,12 @@ type Unpermuted struct {
 // understand touches (a Reshape that splits or interleaves axes, such as a channel shuffle; a
 // slice that cuts a group), and such axes are reported. Each class of elements that is not fixed
 // and has more than one unit becomes a group of the spec.
+//
+// The walk needs only the shapes of the values (see shapePass), not an executable graph: it also
+// describes models with operators the engine does not run, as long as their shapes are known. An
+// operator whose shapes are not known is an error wrapping ErrUnsupported.
 func Symmetries(m *Model) (align.Spec, []Unpermuted, error) {
-	if err := m.CheckSupported(); err != nil {
-		return align.Spec{}, nil, err
-	}
-	b, _, err := newBuilder(m, 1, false)
+	b, err := newShapePass(m, 1)
 	if err != nil {
 		return align.Spec{}, nil, fmt.Errorf("graph: %s: %w", m.Path, err)
 	}
@@ -103,7 +104,7 @@ type copies struct {
 
 type symWalker struct {
 	m         *Model
-	b         *builder
+	b         *shapePass
 	parent    []int
 	size      []int
 	name      []string
@@ -367,6 +368,9 @@ func (w *symWalker) outShape(n *Node, i int) []int {
 
 // inShape returns the shape of input i of n.
 func (w *symWalker) inShape(n *Node, i int) []int {
+	if t, ok := w.m.Params[n.Inputs[i]]; ok {
+		return t.Shape
+	}
 	return w.b.vals[n.Inputs[i]].shape()
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -34,14 +35,13 @@ func inspectCommand() *cli.Command {
 			var spec align.Spec
 			var unpermuted []graph.Unpermuted
 			var dropped []graph.Dropped
-			if m.CheckSupported() == nil {
-				if spec, unpermuted, err = graph.Symmetries(m); err != nil {
+			// The symmetries need shapes only; a model the engine cannot run may still have them.
+			if spec, unpermuted, err = graph.Symmetries(m); err != nil && !errors.Is(err, graph.ErrUnsupported) {
+				return err
+			}
+			if c.Bool("verify") && m.CheckSupported() == nil {
+				if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
 					return err
-				}
-				if c.Bool("verify") {
-					if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
-						return err
-					}
 				}
 			}
 			s := m.Summarize(spec, unpermuted)
