@@ -239,6 +239,16 @@ func floatsInPlace(t *onnxpb.TensorProto) []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
 }
 
+// setRaw is setFloats for a message that is encoded at once: on a little-endian machine a tensor
+// stored as raw bytes views v's memory instead of a copy of it.
+func setRaw(t *onnxpb.TensorProto, v []float32) {
+	if !littleEndian || len(v) == 0 || t.FloatData != nil && t.RawData == nil {
+		setFloats(t, v)
+		return
+	}
+	t.RawData = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
 // littleEndian reports whether the machine stores numbers little-endian, as ONNX raw data does.
 var littleEndian = func() bool {
 	x := uint16(1)
