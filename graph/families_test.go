@@ -1,11 +1,15 @@
 package graph
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -77,6 +81,7 @@ func TestSymmetriesOfStructures(t *testing.T) {
 		t.Errorf("verification dropped %v", dropped)
 	}
 	checkPermutedLogits(t, m, spec, 2)
+	checkORTPermuted(t, ortNode(t), m, testdataPath("symmetry", "structures.onnx"), spec)
 }
 
 // checkPermutedLogits permutes m by a random permutation of every group of spec at once and
@@ -97,93 +102,159 @@ func checkPermutedLogits(t *testing.T, m *Model, spec align.Spec, batch int) {
 	must(t, s.SetParams(permuted))
 	after, err := s.Logits(x)
 	must(t, err)
-	scale := 0.0
-	for _, v := range before {
-		scale = max(scale, float64(v), -float64(v))
-	}
-	if d := maxAbsDiff(before, after); d > 1e-4*(1+scale) {
+	if d, scale := maxAbsDiff(before, after), maxAbs(before); d > 1e-4*(1+scale) {
 		t.Errorf("permuting every group changed the logits by %g (scale %g)", d, scale)
 	}
 }
 
-// familyGroups are the groups of the torchvision families (training-mode exports, which keep
-// BatchNorm and every parameter separate), counted by hand from the architectures. "Stream" is
-// a residual stream: a stage's blocks add into it, so their outputs and the stage's projection
-// shortcut are one group. Grouped convolutions give one within-group group (on the input) plus
-// one group per convolution group (on the output); depthwise convolutions carry their input's
-// group; squeeze-and-excitation hidden units are a group.
-//
-// pending marks the families that do not load on this branch yet (operators and training-mode
-// Dropout of issue 12 section 2, EfficientNet's training-mode export of StochasticDepth): they
-// are skipped with the error until they load, and then checked like the others.
+// familyGroups are the groups of the torchvision families, counted by hand from the
+// architectures. "Stream" is a residual stream: a stage's blocks add into it, so their outputs and
+// the stage's projection shortcut are one group. Grouped convolutions give one within-group group
+// (on the input) plus one group per convolution group (on the output); depthwise convolutions
+// carry their input's group; squeeze-and-excitation hidden units are a group; a channel shuffle
+// leaves the shuffled channels unpermuted.
 var familyGroups = []struct {
-	name    string
-	count   int
-	why     string
-	pending bool
+	name  string
+	count int
+	why   string
 }{
-	{"resnet18", 12, "4 streams (the stem joins stage 1's stream, which has no projection) + 8 blocks x 1 inner", false},
-	{"resnet50", 37, "stem 1 (stage 1 has a projection) + 4 streams + 16 bottlenecks x 2 inner", false},
-	{"resnext50_32x4d", 533, "stem 1 + 4 streams + 16 bottlenecks x (1 within-group + 32 convolution groups)", false},
-	{"regnet_x_400mf", 407, "stem 1 + 4 streams + blocks [1 2 7 12] x (1 within-group + G), G = width/16 = [2 4 10 25]: 3+10+77+312", false},
-	{"regnet_y_400mf", 568, "stem 1 + 4 streams + blocks [1 3 6 6] x (1 within-group + G + 1 SE), G = width/8 = [6 13 26 55]: 8+45+168+342", false},
-	{"vgg11_bn", 10, "8 convolutions + 2 hidden classifier layers", true},
-	{"alexnet", 7, "5 convolutions + 2 hidden classifier layers", true},
-	{"efficientnet_b0", 40, "stem (carried by block 1's depthwise) 1 + 15 expansions + 16 SE + 7 stage streams + head conv 1", true},
-	{"mnasnet0_5", 25, "stem conv (carried by its depthwise) 1 + stem projection 1 + 16 expansions + 6 stack streams + head conv 1", true},
-	{"mobilenet_v2", 25, "stem (carried by block 1's depthwise) 1 + 16 expansions + 7 stage streams + last conv 1", true},
-	{"mobilenet_v3_small", 27, "stem (carried by block 1's depthwise) 1 + 10 expansions + 9 SE + 5 streams + last conv 1 + hidden classifier 1", true},
-	{"squeezenet1_0", 25, "conv1 1 + 8 fire modules x (squeeze + expand 1x1 + expand 3x3); the final conv is the output", true},
-	{"googlenet", 57, "conv1, conv2, conv3 + 9 Inception modules x (1x1, 3x3 reduce, 3x3, second reduce, its 3x3, pool projection)", true},
-	{"densenet121", 120, "stem 1 + 58 dense layers x (bottleneck 1x1 + 32 growth channels) + 3 transitions", true},
-	{"shufflenet_v2_x0_5", 18, "stem 1 (read by stage 2's first block before any shuffle) + 16 blocks x 1 branch-2 inner + conv5 1; the shuffled streams are unpermuted", true},
+	{"resnet18", 12, "4 streams (the stem joins stage 1's stream, which has no projection) + 8 blocks x 1 inner"},
+	{"resnet50", 37, "stem 1 (stage 1 has a projection) + 4 streams + 16 bottlenecks x 2 inner"},
+	{"resnext50_32x4d", 533, "stem 1 + 4 streams + 16 bottlenecks x (1 within-group + 32 convolution groups)"},
+	{"regnet_x_400mf", 407, "stem 1 + 4 streams + blocks [1 2 7 12] x (1 within-group + G), G = width/16 = [2 4 10 25]: 3+10+77+312"},
+	{"regnet_y_400mf", 568, "stem 1 + 4 streams + blocks [1 3 6 6] x (1 within-group + G + 1 SE), G = width/8 = [6 13 26 55]: 8+45+168+342"},
+	{"vgg11_bn", 10, "8 convolutions + 2 hidden classifier layers"},
+	{"alexnet", 7, "5 convolutions + 2 hidden classifier layers"},
+	{"efficientnet_b0", 40, "stem (carried by block 1's depthwise) 1 + 15 expansions + 16 SE + 7 stage streams + head conv 1"},
+	{"mnasnet0_5", 25, "stem conv (carried by its depthwise) 1 + stem projection 1 + 16 expansions + 6 stack streams + head conv 1"},
+	{"mobilenet_v2", 25, "stem (carried by block 1's depthwise) 1 + 16 expansions + 7 stage streams + last conv 1"},
+	{"mobilenet_v3_small", 27, "stem (carried by block 1's depthwise) 1 + 10 expansions + 9 SE + 5 streams + last conv 1 + hidden classifier 1"},
+	{"squeezenet1_0", 25, "conv1 1 + 8 fire modules x (squeeze + expand 1x1 + expand 3x3); the final conv is the output"},
+	{"googlenet", 57, "conv1, conv2, conv3 + 9 Inception modules x (1x1, 3x3 reduce, 3x3, second reduce, its 3x3, pool projection)"},
+	{"densenet121", 120, "stem 1 + 58 dense layers x (bottleneck 1x1 + 32 growth channels) + 3 transitions"},
+	{"shufflenet_v2_x0_5", 18, "stem 1 (read by stage 2's first block before any shuffle) + 16 blocks x 1 branch-2 inner + conv5 1"},
 }
 
 // TestSymmetriesOfTorchvisionFamilies builds the torchvision families with
-// testdata/gen/torchvision_models.py (training-mode exports, cached under the user cache folder)
-// and checks each one's group count against familyGroups and that permuting every group at once
-// keeps its logits. A family whose export or operators are not supported yet is skipped with the
-// reason (issue 12, section 2); where CI is set, a missing PyTorch fails the test.
+// testdata/gen/torchvision_models.py (default eval-mode exports, BatchNorm statistics and biases
+// drawn at random with --distinct so that the exporter deduplicates nothing; cached under the
+// user cache folder) and checks each one's group count against familyGroups, then permutes it by
+// a random permutation of every group at once and checks that the logits do not change: in ONNX
+// Runtime for every family, and in the engine where it runs the family's operators. Where CI is
+// set, a missing PyTorch or ONNX Runtime fails the test.
 func TestSymmetriesOfTorchvisionFamilies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds torchvision models")
 	}
 	dir := torchvisionCache(t)
+	node := ortNode(t)
 	for _, f := range familyGroups {
 		t.Run(f.name, func(t *testing.T) {
-			path := filepath.Join(dir, f.name+"-train.onnx")
+			path := filepath.Join(dir, f.name+"-distinct.onnx")
 			if _, err := os.Stat(path); err != nil {
 				cmd := exec.Command("/usr/bin/python3", filepath.Join("..", "testdata", "gen", "torchvision_models.py"),
-					"--out", dir, "--mode", "train", "--families", f.name)
+					"--out", dir, "--distinct", "--families", f.name)
 				if out, err := cmd.CombinedOutput(); err != nil {
-					pendingOr(t, f.pending, fmt.Errorf("the training-mode export fails (%v): ...%s", err, out[max(0, len(out)-300):]))
+					t.Fatalf("torchvision_models.py: %v: ...%s", err, out[max(0, len(out)-300):])
 				}
 			}
 			m, err := Load(path)
-			if err == nil {
-				err = m.CheckSupported()
-			}
-			if err != nil {
-				pendingOr(t, f.pending, err)
-			}
+			must(t, err)
 			spec, _, err := Symmetries(m)
 			must(t, err)
 			if len(spec.Groups) != f.count {
 				t.Errorf("%d groups, want %d: %s", len(spec.Groups), f.count, f.why)
 			}
+			checkORTPermuted(t, node, m, path, spec)
+			s, err := NewSession(m, 1)
+			if err == nil {
+				_, err = s.Logits(make([]float32, s.ExampleSize()))
+			}
+			if errors.Is(err, ErrUnsupported) {
+				t.Logf("the engine check waits for operators: %v", err)
+				return
+			}
+			must(t, err)
 			checkPermutedLogits(t, m, spec, 2)
 		})
 	}
 }
 
-// pendingOr skips a pending family with the error that keeps it from loading, and fails any
-// other.
-func pendingOr(t *testing.T, pending bool, err error) {
+// checkORTPermuted permutes the model file path (the graph of m) by a random permutation of every
+// group of spec at once, saves it, and checks that ONNX Runtime gives both files the same logits
+// on a random batch.
+func checkORTPermuted(t *testing.T, node string, m *Model, path string, spec align.Spec) {
 	t.Helper()
-	if pending {
-		t.Skipf("pending: %v", err)
+	perm := align.Random(spec, rand.New(rand.NewPCG(9, uint64(len(spec.Groups)))))
+	permuted, err := perm.Apply(spec, m.Params)
+	must(t, err)
+	out := filepath.Join(t.TempDir(), "permuted.onnx")
+	must(t, m.Save(out, permuted))
+	x := make([]float32, 2*prod(m.Input.Shape[1:]))
+	rng := rand.New(rand.NewPCG(4, 2))
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
 	}
-	t.Fatal(err)
+	before, after := ortLogits(t, node, m, path, x), ortLogits(t, node, m, out, x)
+	if d, scale := maxAbsDiff(before, after), maxAbs(before); d > 1e-4*(1+scale) {
+		t.Errorf("ONNX Runtime: permuting every group changed the logits by %g (scale %g)", d, scale)
+	}
+}
+
+// maxAbs returns the largest magnitude in x.
+func maxAbs(x []float32) float64 {
+	m := 0.0
+	for _, v := range x {
+		m = max(m, math.Abs(float64(v)))
+	}
+	return m
+}
+
+// ortLogits runs testdata/ort/predict.js on the model file path (the graph of m) for the batch x
+// and returns ONNX Runtime's logits.
+func ortLogits(t *testing.T, node string, m *Model, path string, x []float32) []float32 {
+	t.Helper()
+	dir := t.TempDir()
+	data, logits := filepath.Join(dir, "x.f32"), filepath.Join(dir, "logits.f32")
+	buf := make([]byte, 0, 4*len(x))
+	for _, v := range x {
+		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+	}
+	must(t, os.WriteFile(data, buf, 0o644))
+	shape := strconv.Itoa(len(x) / prod(m.Input.Shape[1:]))
+	for _, d := range m.Input.Shape[1:] {
+		shape += "," + strconv.Itoa(d)
+	}
+	cmd := exec.Command(node, testdataPath("ort", "predict.js"), "--model", path, "--data", data, "--shape", shape,
+		"--input", m.Input.Name, "--output", m.Output.Name, "--logits", logits)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("predict.js on %s: %v: %s", path, err, out)
+	}
+	b, err := os.ReadFile(logits)
+	must(t, err)
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// ortNode returns the node executable after checking that onnxruntime-node is installed under
+// testdata/ort: where CI is set a missing install fails the test, elsewhere it skips.
+func ortNode(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(testdataPath("ort", "node_modules", "onnxruntime-node", "package.json"))
+	}
+	if err != nil {
+		msg := fmt.Sprintf("ONNX Runtime is not installed (%v): install Node.js and run npm ci --ignore-scripts --prefix testdata/ort", err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI is set, so this check must run)")
+		}
+		t.Skip(msg)
+	}
+	return node
 }
 
 // torchvisionCache returns the folder of the cached torchvision exports, after checking that
@@ -201,7 +272,7 @@ func torchvisionCache(t *testing.T) string {
 	if err != nil {
 		base = os.TempDir()
 	}
-	dir := filepath.Join(base, "ltransfer", "torchvision-train")
+	dir := filepath.Join(base, "ltransfer", "torchvision", "distinct")
 	must(t, os.MkdirAll(dir, 0o755))
 	return dir
 }
