@@ -102,21 +102,14 @@ func (p *shapePass) ints(n *Node, name string, i int) ([]int64, error) {
 	return p.knownInts(n, i)
 }
 
-// apply computes the outputs of one node.
-func (p *shapePass) apply(n *Node) error {
-	if err := p.applyOp(n); err != nil {
-		return nodeError(n, err)
-	}
-	return nil
-}
-
 func (p *shapePass) set(n *Node, out int, v shapeVal) {
 	if out < len(n.Outputs) && n.Outputs[out] != "" {
 		p.vals[n.Outputs[out]] = v
 	}
 }
 
-func (p *shapePass) applyOp(n *Node) error {
+// apply computes the outputs of one node.
+func (p *shapePass) apply(n *Node) error {
 	if n.Op == "Constant" {
 		k, err := constantOf(n)
 		if err != nil {
