@@ -97,6 +97,7 @@ func checkPermutedLogits(t *testing.T, m *Model, spec align.Spec, batch int) {
 	}
 	before, err := s.Logits(x)
 	must(t, err)
+	checkDependsOnInput(t, before, batch)
 	permuted, err := align.Random(spec, rng).Apply(spec, m.Params)
 	must(t, err)
 	must(t, s.SetParams(permuted))
@@ -196,8 +197,19 @@ func checkORTPermuted(t *testing.T, node string, m *Model, path string, spec ali
 		x[i] = float32(rng.NormFloat64())
 	}
 	before, after := ortLogits(t, node, m, path, x), ortLogits(t, node, m, out, x)
+	checkDependsOnInput(t, before, 2)
 	if d, scale := maxAbsDiff(before, after), maxAbs(before); d > 1e-4*(1+scale) {
 		t.Errorf("ONNX Runtime: permuting every group changed the logits by %g (scale %g)", d, scale)
+	}
+}
+
+// checkDependsOnInput fails the test when the logits of a batch of different random inputs are
+// all equal: a network whose output ignores its input would pass any permutation check.
+func checkDependsOnInput(t *testing.T, logits []float32, batch int) {
+	t.Helper()
+	k := len(logits) / batch
+	if d := maxAbsDiff(logits[:k], logits[k:2*k]); d <= 1e-4*(1+maxAbs(logits)) {
+		t.Fatalf("the logits of two random inputs differ by %g: the output does not depend on the input", d)
 	}
 }
 

@@ -867,6 +867,21 @@ func (w *symWalker) reshape(n *Node, x []ref) {
 
 // merge returns the tag of axes merged into one.
 func (w *symWalker) merge(n *Node, x []ref, in []int, axes []int, reason string) ref {
+	size := 1
+	for _, a := range axes {
+		size *= in[a]
+	}
+	for _, a := range axes {
+		for _, s := range w.resolve(x[a], n.Name) {
+			if r := w.fixed[w.find(s.elem)]; r != "" {
+				// Merging with a fixed axis (the network input, say) fixes the result for the same reason.
+				for _, b := range axes {
+					w.fixTag(w.resolve(x[b], n.Name), r)
+				}
+				return ref{t: w.fixedTag(size, r)}
+			}
+		}
+	}
 	hidden := -1
 	for _, a := range axes {
 		if t := w.resolve(x[a], n.Name); t != nil && in[a] > 1 {
@@ -893,10 +908,8 @@ func (w *symWalker) merge(n *Node, x []ref, in []int, axes []int, reason string)
 		}
 		return ref{t: t}
 	}
-	size := 1
 	for _, a := range axes {
 		w.fixTag(w.resolve(x[a], n.Name), reason)
-		size *= in[a]
 	}
 	return ref{t: w.fixedTag(size, reason)}
 }

@@ -6,8 +6,10 @@ module (torch.cat of convolution branches, GoogLeNet), a dense layer (torch.cat 
 with its output, DenseNet), a grouped convolution (ResNeXt, RegNet) followed by a
 squeeze-and-excitation block (EfficientNet, RegNetY, MobileNetV3), a depthwise convolution with a
 channel multiplier, a channel shuffle of two branches (ShuffleNetV2) and a fire module (SqueezeNet),
-built only from operators the engine runs. Every parameter and running statistic is drawn at
-random, so that the exporter has no equal initializers to deduplicate.
+built only from operators the engine runs. Weights keep PyTorch's initialization; biases and
+BatchNorm affine parameters are drawn at random near their defaults, and the running statistics
+are those of random inputs (so that the logits depend on the input through every layer), so that
+the exporter has no equal initializers to deduplicate.
 
 Run from the repository root with Debian's PyTorch:
   /usr/bin/python3 testdata/gen/make_symmetry_structures.py
@@ -65,9 +67,22 @@ def main():
     model = Structures()
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            if t.dtype.is_floating_point:
-                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name else torch.randn_like(t) * 0.3)
+            if not t.dtype.is_floating_point or name.endswith("weight") and t.dim() > 1:
+                continue
+            if name.endswith("weight"):
+                t.copy_(torch.rand_like(t) + 0.5)
+            elif name.endswith("bias"):
+                t.copy_(torch.randn_like(t) * 0.1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # running statistics: the average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(10):
+            model(torch.randn(16, 3, 8, 8))
     model.eval()
+    x = torch.randn(4, 3, 8, 8)
+    assert model(x).std(0).min() > 1e-3, "the logits do not depend on the input"
     torch.onnx.export(model, torch.randn(2, 3, 8, 8), "testdata/symmetry/structures.onnx", opset_version=13,
                       input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
