@@ -39,8 +39,10 @@ func inspectCommand() *cli.Command {
 			if spec, unpermuted, err = graph.Symmetries(m); err != nil && !errors.Is(err, graph.ErrUnsupported) {
 				return err
 			}
-			if c.Bool("verify") && m.CheckSupported() == nil {
-				if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
+			if c.Bool("verify") {
+				if err := m.CheckSupported(); err != nil {
+					fmt.Fprintf(c.App.ErrWriter, "ltransfer: inspect: the groups are not verified, the model cannot be run: %v\n", err)
+				} else if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
 					return err
 				}
 			}
