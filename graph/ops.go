@@ -360,23 +360,36 @@ func (b *builder) concat(n *Node) error {
 	if axis != 0 || rank != 1 {
 		return fmt.Errorf("concatenation of constants of rank %d along axis %d: %w", rank, axis, ErrUnsupported)
 	}
+	ks := make([]*konst, len(vals))
+	for i, v := range vals {
+		ks[i] = v.k
+	}
+	out, err := concatKonsts(ks)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{k: out})
+	return nil
+}
+
+// concatKonsts concatenates known 1-D values.
+func concatKonsts(ks []*konst) (*konst, error) {
 	out := &konst{shape: []int{0}}
-	for _, v := range vals {
-		if v.k.isInt() {
-			out.ints = append(out.ints, v.k.ints...)
+	for _, k := range ks {
+		if k.isInt() {
+			out.ints = append(out.ints, k.ints...)
 		} else {
-			out.floats = append(out.floats, v.k.floats...)
+			out.floats = append(out.floats, k.floats...)
 		}
-		out.shape[0] += v.k.size()
+		out.shape[0] += k.size()
 	}
 	if out.ints != nil && out.floats != nil {
-		return fmt.Errorf("concatenation of integer and float constants")
+		return nil, fmt.Errorf("concatenation of integer and float constants")
 	}
 	if out.ints == nil && out.floats == nil {
 		out.ints = []int64{}
 	}
-	b.set(n, value{k: out})
-	return nil
+	return out, nil
 }
 
 func (b *builder) cast(n *Node) error {

@@ -267,21 +267,13 @@ func (p *shapePass) concat(n *Node) error {
 	}
 	res := shapeVal{dims: out}
 	if known && rank == 1 {
-		k := &konst{shape: out}
-		for _, v := range vals {
-			if v.k.isInt() {
-				k.ints = append(k.ints, v.k.ints...)
-			} else {
-				k.floats = append(k.floats, v.k.floats...)
-			}
+		ks := make([]*konst, len(vals))
+		for i, v := range vals {
+			ks[i] = v.k
 		}
-		if k.ints != nil && k.floats != nil {
-			return fmt.Errorf("concatenation of integer and float constants")
+		if res.k, err = concatKonsts(ks); err != nil {
+			return err
 		}
-		if k.ints == nil && k.floats == nil {
-			k.ints = []int64{}
-		}
-		res.k = k
 	}
 	p.set(n, 0, res)
 	return nil

@@ -488,28 +488,17 @@ func (w *symWalker) viewOf(name string) (paramView, bool) {
 	return paramView{}, false
 }
 
-// konstInts returns input i of n as known integers, or nil.
-func (w *symWalker) konstInts(n *Node, i int) []int64 {
-	if i >= len(n.Inputs) || n.Inputs[i] == "" {
-		return nil
-	}
-	if v := w.b.vals[n.Inputs[i]]; v.k != nil {
-		return v.k.asInts()
-	}
-	return nil
+// ints returns the integer attribute name of n, or its input i when the attribute is absent; the
+// shape pass has read it without error before the walk reaches n.
+func (w *symWalker) ints(n *Node, name string, i int) []int64 {
+	v, _ := w.b.ints(n, name, i)
+	return v
 }
 
 // reduceMean: a mean over axes is invariant to permutations of them; the reduced axes carry no
 // hidden units (kept with size 1 or dropped).
 func (w *symWalker) reduceMean(n *Node, x []ref) {
-	var axes []int64
-	if a := n.attrInts("axes"); a != nil {
-		for _, v := range a {
-			axes = append(axes, int64(v))
-		}
-	} else {
-		axes = w.konstInts(n, 1)
-	}
+	axes := w.ints(n, "axes", 1)
 	reduced := make([]bool, len(x))
 	for _, a := range axes {
 		if ax, err := normAxis(int(a), len(x)); err == nil {
@@ -537,14 +526,7 @@ func (w *symWalker) reduceMean(n *Node, x []ref) {
 // pad: constant padding of axes without hidden units carries the tags; padding a hidden-unit
 // axis adds positions that belong to no unit, which the walk does not model.
 func (w *symWalker) pad(n *Node, x []ref) {
-	var pads []int64
-	if p := n.attrInts("pads"); p != nil {
-		for _, v := range p {
-			pads = append(pads, int64(v))
-		}
-	} else {
-		pads = w.konstInts(n, 1)
-	}
+	pads := w.ints(n, "pads", 1)
 	out := slices.Clone(x)
 	for a := range x {
 		if len(pads) == 2*len(x) && pads[a] == 0 && pads[a+len(x)] == 0 {
@@ -620,7 +602,7 @@ func (w *symWalker) slice(n *Node, x []ref) {
 			from += d
 		}
 	} else {
-		starts, ends, axes, steps := w.konstInts(n, 1), w.konstInts(n, 2), w.konstInts(n, 3), w.konstInts(n, 4)
+		starts, ends, axes, steps := w.ints(n, "starts", 1), w.ints(n, "ends", 2), w.ints(n, "axes", 3), w.ints(n, "steps", 4)
 		if starts == nil || len(ends) != len(starts) {
 			reason := fmt.Sprintf("node %q (Slice) has starts and ends that are not known", n.Name)
 			w.fixAll(n, reason)
