@@ -92,7 +92,7 @@ func BenchmarkAssignWarm(b *testing.B) {
 func BenchmarkMatcherSolve(b *testing.B) {
 	const in, hidden, out = 784, 4096, 10
 	rng := rand.New(rand.NewPCG(5, 6))
-	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{"W1", 0, 1}, {"b1", 0, 1}, {"W2", 1, 1}}}}}
+	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{Param: "W1", Axis: 0, Block: 1}, {Param: "b1", Axis: 0, Block: 1}, {Param: "W2", Axis: 1, Block: 1}}}}}
 	mk := func() Params {
 		return Params{"W1": randTensor(rng, hidden, in), "b1": randTensor(rng, hidden), "W2": randTensor(rng, out, hidden)}
 	}
@@ -178,7 +178,7 @@ func BenchmarkAssignReal(b *testing.B) {
 func BenchmarkScore(b *testing.B) {
 	const in, hidden, out, batch = 784, 4096, 10, 128
 	rng := rand.New(rand.NewPCG(7, 8))
-	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{"fc1", 0, 1}, {"fc2", 1, 1}}}}}
+	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{Param: "fc1", Axis: 0, Block: 1}, {Param: "fc2", Axis: 1, Block: 1}}}}}
 	operand := func() Operand {
 		return Operand{Params: Params{"fc2": randTensor(rng, out, hidden)},
 			LowRank: map[string]*LowRank{"fc1": randLowRank(rng, hidden, in, batch)}}

@@ -43,6 +43,8 @@
 //
 // Tensors are row-major. Perm.Apply makes output index i of a permuted axis take input index
 // p[g][i]; a Member with Block b moves b contiguous positions per group element (a Flatten after
-// a convolution). Errors start with "align: " and name the offending group or parameter; bad
+// a convolution), and its Offset and Repeat place the group on a slice of an axis (one input of
+// a Concat) or on every copy of a repeated structure (the convolution groups of a grouped
+// convolution's input), so that several groups can share one axis. Errors start with "align: " and name the offending group or parameter; bad
 // input is reported as an error (or a documented nil result), never a panic.
 package align

@@ -22,8 +22,8 @@ func randTensor(rng *rand.Rand, shape ...int) *Tensor {
 // mlpSpec returns the spec of an MLP W1[h1,in], b1[h1], W2[h2,h1], b2[h2], W3[out,h2].
 func mlpSpec(h1, h2 int) Spec {
 	return Spec{Groups: []Group{
-		{Name: "h1", Size: h1, Members: []Member{{"W1", 0, 1}, {"b1", 0, 1}, {"W2", 1, 1}}},
-		{Name: "h2", Size: h2, Members: []Member{{"W2", 0, 1}, {"b2", 0, 1}, {"W3", 1, 1}}},
+		{Name: "h1", Size: h1, Members: []Member{{Param: "W1", Axis: 0, Block: 1}, {Param: "b1", Axis: 0, Block: 1}, {Param: "W2", Axis: 1, Block: 1}}},
+		{Name: "h2", Size: h2, Members: []Member{{Param: "W2", Axis: 0, Block: 1}, {Param: "b2", Axis: 0, Block: 1}, {Param: "W3", Axis: 1, Block: 1}}},
 	}}
 }
 
@@ -43,7 +43,7 @@ func mlpParams(rng *rand.Rand, in, h1, h2, out int) Params {
 // a c x 2 x 2 map into a dense layer D[10, c*4]: axis 1 of D moves in blocks of 4.
 func convSpec(c int) Spec {
 	return Spec{Groups: []Group{
-		{Name: "c", Size: c, Members: []Member{{"C1", 0, 1}, {"bc", 0, 1}, {"D", 1, 4}}},
+		{Name: "c", Size: c, Members: []Member{{Param: "C1", Axis: 0, Block: 1}, {Param: "bc", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 4}}},
 	}}
 }
 
@@ -54,6 +54,23 @@ func convParams(rng *rand.Rand, c int) Params {
 		"bc": randTensor(rng, c),
 		"D":  randTensor(rng, 10, c*4),
 	}
+}
+
+// segSpec returns a spec whose members use offsets and repeats: Wa[3,4] and Wb[2,3] are two
+// layers concatenated into the columns of R[6,7] (a at offset 0; b at offset 3 in blocks of 2,
+// as after a Flatten), and the rows of R are a grouped convolution's input: a group of 2 repeated
+// in 3 copies, whose weight K[4,2] holds one copy on its columns.
+func segSpec() Spec {
+	return Spec{Groups: []Group{
+		{Name: "a", Size: 3, Members: []Member{{Param: "Wa", Axis: 0, Block: 1}, {Param: "R", Axis: 1, Block: 1}}},
+		{Name: "b", Size: 2, Members: []Member{{Param: "Wb", Axis: 0, Block: 1}, {Param: "R", Axis: 1, Block: 2, Offset: 3}}},
+		{Name: "t", Size: 2, Members: []Member{{Param: "R", Axis: 0, Block: 1, Repeat: 3}, {Param: "K", Axis: 1, Block: 1}}},
+	}}
+}
+
+// segParams returns random parameters matching segSpec.
+func segParams(rng *rand.Rand) Params {
+	return Params{"Wa": randTensor(rng, 3, 4), "Wb": randTensor(rng, 2, 3), "R": randTensor(rng, 6, 7), "K": randTensor(rng, 4, 2)}
 }
 
 // paramsEqual reports whether a and b hold the same names with equal shapes and data.

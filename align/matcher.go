@@ -75,7 +75,8 @@ type Timing struct {
 
 // memberRef is a group member with its parameter resolved to an index into Matcher.names.
 type memberRef struct {
-	param, axis, block int
+	param int
+	axisPerm
 }
 
 // pair is one added (weight, target, source) triple, holding the spec's parameters by index.
@@ -99,7 +100,7 @@ func (o operand) shape() []int {
 }
 
 // NewMatcher returns a Matcher for spec s. The spec is copied. A parameter may have at most one
-// axis in any one group (otherwise the per-group subproblem is quadratic, not a linear
+// member in any one group (otherwise the per-group subproblem is quadratic, not a linear
 // assignment); such a spec is reported by Add and Solve.
 func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
 	m := &Matcher{opt: opt, cache: scoreCache{group: -1}}
@@ -124,12 +125,12 @@ func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
 	for g, gr := range m.spec.Groups {
 		for _, mem := range gr.Members {
 			k := byName[mem.Param]
-			m.members[g] = append(m.members[g], memberRef{k, mem.Axis, mem.Block})
+			m.members[g] = append(m.members[g], memberRef{k, axisPerm{mem.Axis, g, mem.Block, mem.Offset, mem.copies()}})
 			for _, ap := range m.axes[k] {
 				switch {
-				case ap.group == g && ap.axis != mem.Axis && m.specErr == nil:
-					m.specErr = fmt.Errorf("%s: parameter %q has axes %d and %d in the group; "+
-						"a parameter may have at most one axis per group", m.spec.groupLabel(g), mem.Param, mem.Axis, ap.axis)
+				case ap.group == g && (ap.axis != mem.Axis || ap.offset != mem.Offset) && m.specErr == nil:
+					m.specErr = fmt.Errorf("%s: parameter %q has two members (axis %d offset %d, axis %d offset %d) in the group; "+
+						"a parameter may have at most one member per group", m.spec.groupLabel(g), mem.Param, mem.Axis, mem.Offset, ap.axis, ap.offset)
 				case ap.group != g && !slices.Contains(m.neighbors[g], ap.group):
 					m.neighbors[g] = append(m.neighbors[g], ap.group)
 				}

@@ -62,6 +62,7 @@ func TestMatcherRecoversPlanted(t *testing.T) {
 		{"mlp", mlpSpec(12, 9), func() Params { return mlpParams(rng, 16, 12, 9, 4) }, 1},
 		{"mlp-3-pairs", mlpSpec(10, 10), func() Params { return mlpParams(rng, 6, 10, 10, 3) }, 3},
 		{"conv-block", convSpec(8), func() Params { return convParams(rng, 8) }, 1},
+		{"offsets-repeats", segSpec(), func() Params { return segParams(rng) }, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -221,7 +222,7 @@ func TestMatcherErrors(t *testing.T) {
 
 	// Scores that overflow float64 are reported, not solved.
 	big := Params{"v": {Shape: []int{2}, Data: []float32{3e38, 3e38}}}
-	mo := NewMatcher(Spec{Groups: []Group{{Name: "o", Size: 2, Members: []Member{{"v", 0, 1}}}}}, MatcherOptions{})
+	mo := NewMatcher(Spec{Groups: []Group{{Name: "o", Size: 2, Members: []Member{{Param: "v", Axis: 0, Block: 1}}}}}, MatcherOptions{})
 	if err := mo.Add(1e300, big, big); err != nil {
 		t.Fatal(err)
 	}
@@ -231,13 +232,13 @@ func TestMatcherErrors(t *testing.T) {
 	}
 
 	// A parameter with two axes in one group makes the subproblem quadratic: rejected.
-	sq := Spec{Groups: []Group{{Name: "r", Size: 3, Members: []Member{{"R", 0, 1}, {"R", 1, 1}}}}}
+	sq := Spec{Groups: []Group{{Name: "r", Size: 3, Members: []Member{{Param: "R", Axis: 0, Block: 1}, {Param: "R", Axis: 1, Block: 1}}}}}
 	rp := Params{"R": randTensor(rng, 3, 3)}
 	if err := sq.Validate(rp); err != nil {
 		t.Fatalf("Validate should accept the spec (Apply handles it): %v", err)
 	}
 	mq := NewMatcher(sq, MatcherOptions{})
-	if err := mq.Add(1, rp, rp); err == nil || !strings.Contains(err.Error(), `parameter "R" has axes 0 and 1 in the group`) {
+	if err := mq.Add(1, rp, rp); err == nil || !strings.Contains(err.Error(), `parameter "R" has two members (axis 0 offset 0, axis 1 offset 0) in the group`) {
 		t.Fatalf("quadratic spec: %v", err)
 	}
 	if _, _, err := mq.Solve(nil); err == nil || !strings.Contains(err.Error(), "align: matcher: solve: spec:") {
@@ -284,14 +285,20 @@ func TestMatcherLowRankMatchesDense(t *testing.T) {
 	// The same pairs given dense and as low-rank factors (W2 is permuted on both axes, by h2 on
 	// its rows and h1 on its columns) give the same permutation and objective, and a planted
 	// permutation is recovered through the factored scores.
+	// The offsets-and-repeats spec gives the factored scores members that own part of an axis.
 	rng := rand.New(rand.NewPCG(41, 42))
-	s := mlpSpec(30, 24)
-	for trial := 0; trial < 3; trial++ {
+	for trial := 0; trial < 6; trial++ {
+		s, draw := mlpSpec(30, 24), func() (Operand, Params) {
+			return lowRankOperand(rng, mlpParams(rng, 40, 30, 24, 5), 3, "W1", "W2")
+		}
+		if trial%2 == 1 {
+			s, draw = segSpec(), func() (Operand, Params) { return lowRankOperand(rng, segParams(rng), 1, "R", "Wa") }
+		}
 		var ops [2][]Operand
 		var dense [2][]Params
 		planted := Random(s, rng)
 		for k := 0; k < 3; k++ {
-			src, srcDense := lowRankOperand(rng, mlpParams(rng, 40, 30, 24, 5), 3, "W1", "W2")
+			src, srcDense := draw()
 			tgtDense := mustApply(t, planted, s, srcDense)
 			tgt := Operand{Params: Params{}, LowRank: map[string]*LowRank{}}
 			for name := range src.Params {

@@ -135,9 +135,10 @@ func (p Perm) clone() Perm {
 	return r
 }
 
-// Apply returns a new Params where, for every member axis, output index i (block i) takes input
-// index p[g][i] (block p[g][i]): with Block b, positions i*b..i*b+b-1 of the axis take positions
-// p[g][i]*b..p[g][i]*b+b-1 of the input, in order. Every parameter named by the spec gets a new
+// Apply returns a new Params where, for every member axis, the positions of output element i
+// take those of input element p[g][i] (see Member): with Block b (and Offset 0, Repeat 1),
+// positions i*b..i*b+b-1 of the axis take positions p[g][i]*b..p[g][i]*b+b-1 of the input, in
+// order; positions no member owns keep their values. Every parameter named by the spec gets a new
 // Tensor (fresh Shape and Data); parameters the spec does not name are shared: the result holds
 // the same *Tensor pointer as params. params itself is not modified. It fails if s does not
 // validate against params or p does not validate against s.
@@ -190,9 +191,16 @@ func (p Perm) ApplyInto(s Spec, dst, src Params) error {
 	return nil
 }
 
-// axisPerm records that one axis of a parameter is permuted by a group with a block size.
+// axisPerm records that positions of one axis of a parameter are permuted by a group, through
+// the index map of a Member.
 type axisPerm struct {
-	axis, group, block int
+	axis, group, block, offset, repeat int
+}
+
+// pos returns the axis position of copy-and-block index s (0 <= s < repeat*block) of group
+// element i in a group of n elements: offset + (r*n + i)*block + b with r, b = s/block, s%block.
+func (ap axisPerm) pos(n, i, s int) int {
+	return ap.offset + ((s/ap.block)*n+i)*ap.block + s%ap.block
 }
 
 // paramAxes maps every parameter named by s to its permuted axes, in spec order.
@@ -200,7 +208,7 @@ func (s Spec) paramAxes() map[string][]axisPerm {
 	m := make(map[string][]axisPerm)
 	for g, gr := range s.Groups {
 		for _, mem := range gr.Members {
-			m[mem.Param] = append(m[mem.Param], axisPerm{mem.Axis, g, mem.Block})
+			m[mem.Param] = append(m[mem.Param], axisPerm{mem.Axis, g, mem.Block, mem.Offset, mem.copies()})
 		}
 	}
 	return m
@@ -230,9 +238,11 @@ func (p Perm) offsetTables(shape []int, axes []axisPerm, skip int) [][]int {
 		if ap.axis == skip {
 			continue
 		}
-		q, b, t := p[ap.group], ap.block, tabs[ap.axis]
-		for x := range t {
-			t[x] = (q[x/b]*b + x%b) * st[ap.axis]
+		q, t := p[ap.group], tabs[ap.axis]
+		for i, qi := range q {
+			for s := 0; s < ap.repeat*ap.block; s++ {
+				t[ap.pos(len(q), i, s)] = ap.pos(len(q), qi, s) * st[ap.axis]
+			}
 		}
 	}
 	return tabs

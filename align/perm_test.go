@@ -91,7 +91,7 @@ func TestInverseCompose(t *testing.T) {
 
 func TestApplySemantics(t *testing.T) {
 	// W[3,2] rows permuted by group g (size 3), v[3] too; b[2] untouched.
-	s := Spec{Groups: []Group{{Name: "g", Size: 3, Members: []Member{{"W", 0, 1}, {"v", 0, 1}}}}}
+	s := Spec{Groups: []Group{{Name: "g", Size: 3, Members: []Member{{Param: "W", Axis: 0, Block: 1}, {Param: "v", Axis: 0, Block: 1}}}}}
 	b := &Tensor{Shape: []int{2}, Data: []float32{7, 8}}
 	params := Params{
 		"W": {Shape: []int{3, 2}, Data: []float32{0, 1, 10, 11, 20, 21}},
@@ -119,7 +119,7 @@ func TestApplySemantics(t *testing.T) {
 
 func TestApplyBlock(t *testing.T) {
 	// D[2, 6] axis 1 in blocks of 3 (group size 2), C[2] axis 0.
-	s := Spec{Groups: []Group{{Name: "c", Size: 2, Members: []Member{{"C", 0, 1}, {"D", 1, 3}}}}}
+	s := Spec{Groups: []Group{{Name: "c", Size: 2, Members: []Member{{Param: "C", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 3}}}}}
 	params := Params{
 		"C": {Shape: []int{2}, Data: []float32{0, 1}},
 		"D": {Shape: []int{2, 6}, Data: []float32{0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15}},
@@ -130,6 +130,27 @@ func TestApplyBlock(t *testing.T) {
 	}
 	if want := []float32{1, 0}; !slices.Equal(out["C"].Data, want) {
 		t.Fatalf("C = %v, want %v", out["C"].Data, want)
+	}
+}
+
+func TestApplyOffsetRepeat(t *testing.T) {
+	// X[7]: group a (3) at offset 0, group b (2) at offset 3 in blocks of 2. Y[8]: group t (2)
+	// in 3 copies from offset 1; positions 0 and 7 belong to no group.
+	s := Spec{Groups: []Group{
+		{Name: "a", Size: 3, Members: []Member{{Param: "X", Axis: 0, Block: 1}}},
+		{Name: "b", Size: 2, Members: []Member{{Param: "X", Axis: 0, Block: 2, Offset: 3}}},
+		{Name: "t", Size: 2, Members: []Member{{Param: "Y", Axis: 0, Block: 1, Offset: 1, Repeat: 3}}},
+	}}
+	params := Params{
+		"X": {Shape: []int{7}, Data: []float32{0, 1, 2, 3, 4, 5, 6}},
+		"Y": {Shape: []int{8}, Data: []float32{0, 1, 2, 3, 4, 5, 6, 7}},
+	}
+	out := mustApply(t, Perm{{2, 0, 1}, {1, 0}, {1, 0}}, s, params)
+	if want := []float32{2, 0, 1, 5, 6, 3, 4}; !slices.Equal(out["X"].Data, want) {
+		t.Fatalf("X = %v, want %v", out["X"].Data, want)
+	}
+	if want := []float32{0, 2, 1, 4, 3, 6, 5, 7}; !slices.Equal(out["Y"].Data, want) {
+		t.Fatalf("Y = %v, want %v", out["Y"].Data, want)
 	}
 }
 

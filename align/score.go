@@ -37,8 +37,9 @@ type scoreWork struct {
 //
 //	s[i][j] += sum_pairs w * sum_{members (P, axis, block) of g} <T_P[i], P'_P[j]>
 //
-// where T_P[i] is the slab of the target tensor P at positions i*block..i*block+block-1 of the
-// member axis (all other axes included, flattened), and P'_P[j] is the same slab of the source
+// where T_P[i] is the slab of the target tensor P at the positions of element i on the member
+// axis (i*block..i*block+block-1 without offset or repeat; see Member), all other axes included,
+// flattened,, and P'_P[j] is the same slab of the source
 // tensor after the current permutations of the OTHER axes of P (which belong to other groups)
 // are applied; pi[g] itself is not applied. Then sum_i s[i][pi_g[i]] is the part of the
 // correlation sum_pairs w <T, pi(S)> that depends on pi_g, so maximising it over pi_g minimises
@@ -109,15 +110,15 @@ func (m *Matcher) memberCols(pr pair, mem memberRef, n int) (int, bool) {
 		return 0, false
 	}
 	if t.lr != nil && s.lr != nil && t.lr.Rank < shape[1-mem.axis] {
-		return mem.block * t.lr.Rank, true
+		return mem.repeat * mem.block * t.lr.Rank, true
 	}
-	return size / n, false
+	return mem.repeat * mem.block * (size / shape[mem.axis]), false
 }
 
 // denseSlabs writes the member's slabs of the pair into columns col.. of the panels: for group
-// element i and block position r, the slab at axis position i*block+r fills columns
-// col+r*rest..col+r*rest+rest-1 of row i (rest = slab length). A low-rank side is expanded
-// row by row.
+// element i and copy-and-block index r (see axisPerm.pos), the slab at axis position
+// mem.pos(n, i, r) fills columns col+r*rest..col+r*rest+rest-1 of row i (rest = slab length). A
+// low-rank side is expanded row by row.
 func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []float32, ld, col int) {
 	t, src := pr.target[mem.param], pr.source[mem.param]
 	shape := t.shape()
@@ -125,7 +126,7 @@ func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []floa
 	for _, d := range shape {
 		size *= d
 	}
-	rest := size / n / mem.block
+	rest := size / shape[mem.axis]
 	tabsT := identityTables(shape)
 	tabsS := pi.offsetTables(shape, m.axes[mem.param], mem.axis)
 	without := func(tabs [][]int) [][]int {
@@ -138,19 +139,23 @@ func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []floa
 	}{{t, tabsT, a}, {src, tabsS, b}} {
 		other := without(side.tabs)
 		if side.o.dense != nil {
-			for l, off := range side.tabs[mem.axis] {
-				at := (l/mem.block)*ld + col + (l%mem.block)*rest
-				gather(side.panel[at:at+rest], side.o.dense.Data, off, other)
+			for i := 0; i < n; i++ {
+				for r := 0; r < mem.repeat*mem.block; r++ {
+					at := i*ld + col + r*rest
+					gather(side.panel[at:at+rest], side.o.dense.Data, side.tabs[mem.axis][mem.pos(n, i, r)], other)
+				}
 			}
 			continue
 		}
 		lr, idx := m.oriented(side.o.lr, mem.axis, other[0])
 		row := grow(&m.work.row, rest)
-		for l := range side.tabs[mem.axis] {
-			at := (l/mem.block)*ld + col + (l%mem.block)*rest
-			lr.row(l, idx, row) // the member axis itself is never permuted here
-			for x, v := range row {
-				side.panel[at+x] = float32(v)
+		for i := 0; i < n; i++ {
+			for r := 0; r < mem.repeat*mem.block; r++ {
+				at := i*ld + col + r*rest
+				lr.row(mem.pos(n, i, r), idx, row) // the member axis itself is never permuted here
+				for x, v := range row {
+					side.panel[at+x] = float32(v)
+				}
 			}
 		}
 	}
@@ -207,9 +212,11 @@ func (m *Matcher) factoredSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []f
 	}
 	for tt := 0; tt < rt; tt++ {
 		u, v := t.U[tt*rows:(tt+1)*rows], mk[tt*rows:(tt+1)*rows]
-		for p := range u {
-			at := (p/mem.block)*ld + col + (p%mem.block)*rt + tt
-			a[at], b[at] = u[p], v[p]
+		for i := 0; i < n; i++ {
+			for r := 0; r < mem.repeat*mem.block; r++ {
+				p, at := mem.pos(n, i, r), i*ld+col+r*rt+tt
+				a[at], b[at] = u[p], v[p]
+			}
 		}
 	}
 }

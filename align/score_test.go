@@ -78,9 +78,9 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 	// A spec mixing a 4-D conv weight permuted on both channel axes by different groups, a
 	// Flatten block member and odd sizes (exercising the kernel's edges).
 	s := Spec{Groups: []Group{
-		{Name: "c1", Size: 5, Members: []Member{{"K1", 0, 1}, {"k1", 0, 1}, {"K2", 1, 1}}},
-		{Name: "c2", Size: 7, Members: []Member{{"K2", 0, 1}, {"D", 1, 6}}},
-		{Name: "h", Size: 3, Members: []Member{{"D", 0, 1}, {"E", 1, 1}, {"F", 0, 1}}},
+		{Name: "c1", Size: 5, Members: []Member{{Param: "K1", Axis: 0, Block: 1}, {Param: "k1", Axis: 0, Block: 1}, {Param: "K2", Axis: 1, Block: 1}}},
+		{Name: "c2", Size: 7, Members: []Member{{Param: "K2", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 6}}},
+		{Name: "h", Size: 3, Members: []Member{{Param: "D", Axis: 0, Block: 1}, {Param: "E", Axis: 1, Block: 1}, {Param: "F", Axis: 0, Block: 1}}},
 	}}
 	mk := func() Params {
 		return Params{

@@ -15,14 +15,28 @@ type Tensor struct {
 // Params maps parameter names to tensors.
 type Params map[string]*Tensor
 
-// Member is one axis of one parameter that a group permutes. Block is the number of contiguous
-// positions of that axis that move together per group element (1 normally; H*W when a Flatten
-// follows a conv), so the axis length is group Size * Block.
+// Member is one axis of one parameter that a group permutes, through an index map of the axis:
+// group element i owns the positions
+//
+//	Offset + (r*Size + i)*Block + b,  for 0 <= r < Repeat and 0 <= b < Block,
+//
+// and a permutation moves them together. Block is the number of contiguous positions per element
+// (1 normally; H*W when a Flatten follows a convolution). Offset is where the member's slice of
+// the axis starts (each input of a Concat owns a slice of the output axis). Repeat applies the
+// same permutation to consecutive copies of the group (the input channels of a grouped
+// convolution: one within-group permutation shared by every convolution group); 0 is read as 1.
+// A member covers Repeat*Size*Block positions; the rest of the axis may belong to other groups'
+// members or stay unpermuted.
 type Member struct {
-	Param string
-	Axis  int
-	Block int
+	Param  string
+	Axis   int
+	Block  int
+	Offset int
+	Repeat int
 }
+
+// copies returns the member's Repeat, reading 0 as 1.
+func (m Member) copies() int { return max(m.Repeat, 1) }
 
 // Group is one permutation group (a hidden-unit axis shared by several parameters).
 type Group struct {
@@ -43,8 +57,9 @@ func (s Spec) groupLabel(gi int) string {
 
 // Validate checks the spec against a parameter set: every group has Size >= 1; every member
 // names an existing, well-formed parameter (len(Data) == product of Shape); the member's axis is
-// in range; Block >= 1; the axis length equals Size*Block; and no (param, axis) appears in two
-// groups or twice in one group. Parameters not named by the spec are ignored.
+// in range; Block >= 1, Offset >= 0 and Repeat >= 0; the member's positions lie inside the axis
+// (Offset + Repeat*Size*Block <= its length); and no two members (of one group or two) own
+// overlapping positions of one axis. Parameters not named by the spec are ignored.
 func (s Spec) Validate(p Params) error {
 	if err := s.validate(p); err != nil {
 		return fmt.Errorf("align: spec: %w", err)
@@ -76,7 +91,8 @@ func (s Spec) validateShapes(shape func(name string) ([]int, error)) error {
 		param string
 		axis  int
 	}
-	owner := make(map[axisKey]int)
+	type owned struct{ group, from, to int }
+	owners := make(map[axisKey][]owned)
 	for gi, g := range s.Groups {
 		if g.Size < 1 {
 			return fmt.Errorf("%s: size %d, want >= 1", s.groupLabel(gi), g.Size)
@@ -90,17 +106,27 @@ func (s Spec) validateShapes(shape func(name string) ([]int, error)) error {
 			if m.Axis < 0 || m.Axis >= len(dims) {
 				return fmt.Errorf("%s: axis out of range for shape %v", where, dims)
 			}
-			if m.Block < 1 {
-				return fmt.Errorf("%s: block %d, want >= 1", where, m.Block)
+			if m.Block < 1 || m.Offset < 0 || m.Repeat < 0 {
+				return fmt.Errorf("%s: block %d, offset %d, repeat %d, want block >= 1, offset >= 0, repeat >= 0", where, m.Block, m.Offset, m.Repeat)
 			}
-			if dims[m.Axis] != g.Size*m.Block {
-				return fmt.Errorf("%s: axis length %d != size %d * block %d", where, dims[m.Axis], g.Size, m.Block)
+			// dims[m.Axis] bounds every factor, so the products cannot overflow once checked in turn.
+			span := g.Size
+			for _, f := range []int{m.Block, m.copies()} {
+				if span > dims[m.Axis]/f {
+					return fmt.Errorf("%s: axis length %d < size %d * block %d * repeat %d", where, dims[m.Axis], g.Size, m.Block, m.copies())
+				}
+				span *= f
+			}
+			if m.Offset > dims[m.Axis]-span {
+				return fmt.Errorf("%s: offset %d + size %d * block %d * repeat %d exceeds axis length %d", where, m.Offset, g.Size, m.Block, m.copies(), dims[m.Axis])
 			}
 			k := axisKey{m.Param, m.Axis}
-			if prev, dup := owner[k]; dup {
-				return fmt.Errorf("%s: axis already permuted by %s", where, s.groupLabel(prev))
+			for _, o := range owners[k] {
+				if m.Offset < o.to && o.from < m.Offset+span {
+					return fmt.Errorf("%s: positions %d..%d already permuted by %s", where, m.Offset, m.Offset+span-1, s.groupLabel(o.group))
+				}
 			}
-			owner[k] = gi
+			owners[k] = append(owners[k], owned{gi, m.Offset, m.Offset + span})
 		}
 	}
 	return nil

@@ -116,29 +116,36 @@ func Decode(data []byte, dir string) (m *Model, err error) {
 
 // decodeWithOnnxGo runs onnx-go's decoder on a sanitised copy of the model: declared value types
 // are dropped (shapes are read from our own message, and onnx-go would allocate whatever size a
-// file declares) and initializers of types onnx-go cannot decode become plain inputs (their
-// bytes stay in our message, untouched).
+// file declares) and initializers that onnx-go need not or cannot decode become plain inputs:
+// float32 ones (the parameters, read from our message by build without a copy) and types onnx-go
+// does not know (their bytes stay in our message, untouched). The copy shares the nodes with pb
+// and holds no parameter data, so decoding a model costs about one copy of its parameters.
 func decodeWithOnnxGo(pb *onnxpb.ModelProto) (b *backend, err error) {
+	graph := pb.Graph
+	pb.Graph = nil
 	cp := proto.Clone(pb).(*onnxpb.ModelProto)
-	g := cp.Graph
-	for _, list := range [][]*onnxpb.ValueInfoProto{g.Input, g.Output, g.ValueInfo} {
-		for _, v := range list {
-			v.Type = nil
+	pb.Graph = graph
+	g := &onnxpb.GraphProto{Name: graph.Name, Node: graph.Node}
+	cp.Graph = g
+	untyped := func(list []*onnxpb.ValueInfoProto) []*onnxpb.ValueInfoProto {
+		out := make([]*onnxpb.ValueInfoProto, len(list))
+		for i, v := range list {
+			out[i] = &onnxpb.ValueInfoProto{Name: v.Name}
 		}
+		return out
 	}
-	kept := g.Initializer[:0]
-	for _, t := range g.Initializer {
+	g.Input, g.Output, g.ValueInfo = untyped(graph.Input), untyped(graph.Output), untyped(graph.ValueInfo)
+	for _, t := range graph.Initializer {
 		switch onnxpb.TensorProto_DataType(t.GetDataType()) {
-		case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_INT32:
+		case onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_INT32:
 			if len(t.Dims) > 0 && elementCountOrZero(t.Dims) == 0 {
 				break // onnx-go cannot decode an empty tensor; our message has it
 			}
-			kept = append(kept, t)
+			g.Initializer = append(g.Initializer, t)
 			continue
 		}
 		g.Input = append(g.Input, &onnxpb.ValueInfoProto{Name: proto.String(t.GetName())})
 	}
-	g.Initializer = kept
 	data, err := proto.Marshal(cp)
 	if err != nil {
 		return nil, fmt.Errorf("re-encoding for onnx-go: %w", err)
@@ -202,11 +209,7 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 			dims[i] = int(d)
 		}
 		if onnxpb.TensorProto_DataType(t.GetDataType()) == onnxpb.TensorProto_FLOAT {
-			data := floatsOf(t)
-			if dt, ok := decoded[t.GetName()]; ok {
-				data = dt.Data().([]float32)
-			}
-			m.Params[t.GetName()] = &align.Tensor{Shape: dims, Data: data}
+			m.Params[t.GetName()] = &align.Tensor{Shape: dims, Data: floatsInPlace(t)}
 			m.Infos = append(m.Infos, ParamInfo{Name: t.GetName(), Shape: dims})
 			if t.RawData != nil {
 				t.RawData = nil

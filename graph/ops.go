@@ -57,32 +57,35 @@ func normAxis(axis, rank int) (int, error) {
 }
 
 func (b *builder) constant(n *Node) error {
-	var k *konst
+	k, err := constantOf(n)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{k: k})
+	return nil
+}
+
+// constantOf returns the value of a Constant node.
+func constantOf(n *Node) (*konst, error) {
 	switch {
 	case n.Attrs["value"] != nil:
 		t, ok := n.Attrs["value"].(tensor.Tensor)
 		if !ok {
-			return fmt.Errorf("value attribute is %T, want a tensor", n.Attrs["value"])
+			return nil, fmt.Errorf("value attribute is %T, want a tensor", n.Attrs["value"])
 		}
-		var err error
-		if k, err = konstFromTensor(t); err != nil {
-			return err
-		}
+		return konstFromTensor(t)
 	case n.Attrs["value_float"] != nil:
-		k = &konst{floats: []float32{float32(n.attrFloat("value_float", 0))}}
+		return &konst{floats: []float32{float32(n.attrFloat("value_float", 0))}}, nil
 	case n.Attrs["value_int"] != nil:
-		k = &konst{ints: []int64{n.attrInt("value_int", 0)}}
+		return &konst{ints: []int64{n.attrInt("value_int", 0)}}, nil
 	case n.Attrs["value_ints"] != nil:
 		v := n.Attrs["value_ints"].([]int64)
-		k = &konst{shape: []int{len(v)}, ints: append([]int64{}, v...)}
+		return &konst{shape: []int{len(v)}, ints: append([]int64{}, v...)}, nil
 	case n.Attrs["value_floats"] != nil:
 		v, _ := n.Attrs["value_floats"].([]float32)
-		k = &konst{shape: []int{len(v)}, floats: append([]float32{}, v...)}
-	default:
-		return fmt.Errorf("constant without a supported value attribute: %w", ErrUnsupported)
+		return &konst{shape: []int{len(v)}, floats: append([]float32{}, v...)}, nil
 	}
-	b.set(n, value{k: k})
-	return nil
+	return nil, fmt.Errorf("constant without a supported value attribute: %w", ErrUnsupported)
 }
 
 func (b *builder) shapeOf(n *Node) error {
@@ -90,7 +93,12 @@ func (b *builder) shapeOf(n *Node) error {
 	if err != nil {
 		return err
 	}
-	s := v.shape()
+	b.set(n, value{k: shapeKonst(n, v.shape())})
+	return nil
+}
+
+// shapeKonst is the output of Shape node n on a value of shape s.
+func shapeKonst(n *Node, s []int) *konst {
 	start, end := int(n.attrInt("start", 0)), int(n.attrInt("end", int64(len(s))))
 	clamp := func(i int) int {
 		if i < 0 {
@@ -103,8 +111,7 @@ func (b *builder) shapeOf(n *Node) error {
 	for _, d := range s[start:max(end, start)] {
 		k.ints = append(k.ints, int64(d))
 	}
-	b.set(n, value{k: k})
-	return nil
+	return k
 }
 
 func (b *builder) gather(n *Node) error {
@@ -116,12 +123,22 @@ func (b *builder) gather(n *Node) error {
 	if err != nil {
 		return err
 	}
+	k, err := gatherKonst(n, data, idx)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{k: k})
+	return nil
+}
+
+// gatherKonst is the output of Gather node n on known data and indices.
+func gatherKonst(n *Node, data, idx *konst) (*konst, error) {
 	if len(data.shape) == 0 {
-		return fmt.Errorf("gather from a scalar")
+		return nil, fmt.Errorf("gather from a scalar")
 	}
 	axis, err := normAxis(int(n.attrInt("axis", 0)), len(data.shape))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	outer, dim := 1, data.shape[axis]
 	for _, d := range data.shape[:axis] {
@@ -138,7 +155,7 @@ func (b *builder) gather(n *Node) error {
 				j += int64(dim)
 			}
 			if j < 0 || j >= int64(dim) {
-				return fmt.Errorf("gather index %d out of range [0, %d)", j, dim)
+				return nil, fmt.Errorf("gather index %d out of range [0, %d)", j, dim)
 			}
 			for in := 0; in < inner; in++ {
 				flat = append(flat, (o*dim+int(j))*inner+in)
@@ -146,8 +163,7 @@ func (b *builder) gather(n *Node) error {
 		}
 	}
 	shape := append(append(append([]int{}, data.shape[:axis]...), idx.shape...), data.shape[axis+1:]...)
-	b.set(n, value{k: data.gather(flat, shape)})
-	return nil
+	return data.gather(flat, shape), nil
 }
 
 // reshape handles Reshape, Flatten, Squeeze and Unsqueeze: all keep the data and change the shape.
@@ -157,42 +173,9 @@ func (b *builder) reshape(n *Node) error {
 		return err
 	}
 	in := v.shape()
-	var out []int
-	switch n.Op {
-	case "Reshape":
-		target, err := b.known(n, 1)
-		if err != nil {
-			return err
-		}
-		if out, err = reshapeTarget(in, target.asInts(), n.attrInt("allowzero", 0) == 1); err != nil {
-			return err
-		}
-	case "Flatten":
-		axis := int(n.attrInt("axis", 1))
-		if axis < 0 {
-			axis += len(in)
-		}
-		if axis < 0 || axis > len(in) {
-			return fmt.Errorf("flatten axis %d out of range for rank %d", axis, len(in))
-		}
-		out = []int{prod(in[:axis]), prod(in[axis:])}
-	case "Unsqueeze", "Squeeze":
-		axes := n.attrInts("axes")
-		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
-			k, err := b.known(n, 1)
-			if err != nil {
-				return err
-			}
-			for _, a := range k.asInts() {
-				axes = append(axes, int(a))
-			}
-		}
-		if out, err = squeezeShape(in, axes, n.Op == "Unsqueeze"); err != nil {
-			return err
-		}
-	}
-	if prod(out) != prod(in) {
-		return fmt.Errorf("cannot reshape %v to %v", in, out)
+	out, err := reshapedShape(n, in, func(i int) (*konst, error) { return b.known(n, i) })
+	if err != nil {
+		return err
 	}
 	if v.k != nil {
 		b.set(n, value{k: &konst{shape: out, ints: v.k.ints, floats: v.k.floats}})
@@ -208,6 +191,50 @@ func (b *builder) reshape(n *Node) error {
 	}
 	b.set(n, value{node: r})
 	return nil
+}
+
+// reshapedShape is the output shape of Reshape, Flatten, Squeeze or Unsqueeze node n on an input
+// of shape in; known returns the node's known inputs (the target shape, the axes).
+func reshapedShape(n *Node, in []int, known func(i int) (*konst, error)) ([]int, error) {
+	var out []int
+	switch n.Op {
+	case "Reshape":
+		target, err := known(1)
+		if err != nil {
+			return nil, err
+		}
+		if out, err = reshapeTarget(in, target.asInts(), n.attrInt("allowzero", 0) == 1); err != nil {
+			return nil, err
+		}
+	case "Flatten":
+		axis := int(n.attrInt("axis", 1))
+		if axis < 0 {
+			axis += len(in)
+		}
+		if axis < 0 || axis > len(in) {
+			return nil, fmt.Errorf("flatten axis %d out of range for rank %d", axis, len(in))
+		}
+		out = []int{prod(in[:axis]), prod(in[axis:])}
+	case "Unsqueeze", "Squeeze":
+		axes := n.attrInts("axes")
+		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
+			k, err := known(1)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range k.asInts() {
+				axes = append(axes, int(a))
+			}
+		}
+		var err error
+		if out, err = squeezeShape(in, axes, n.Op == "Unsqueeze"); err != nil {
+			return nil, err
+		}
+	}
+	if prod(out) != prod(in) {
+		return nil, fmt.Errorf("cannot reshape %v to %v", in, out)
+	}
+	return out, nil
 }
 
 func prod(s []int) int {
@@ -333,23 +360,36 @@ func (b *builder) concat(n *Node) error {
 	if axis != 0 || rank != 1 {
 		return fmt.Errorf("concatenation of constants of rank %d along axis %d: %w", rank, axis, ErrUnsupported)
 	}
+	ks := make([]*konst, len(vals))
+	for i, v := range vals {
+		ks[i] = v.k
+	}
+	out, err := concatKonsts(ks)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{k: out})
+	return nil
+}
+
+// concatKonsts concatenates known 1-D values.
+func concatKonsts(ks []*konst) (*konst, error) {
 	out := &konst{shape: []int{0}}
-	for _, v := range vals {
-		if v.k.isInt() {
-			out.ints = append(out.ints, v.k.ints...)
+	for _, k := range ks {
+		if k.isInt() {
+			out.ints = append(out.ints, k.ints...)
 		} else {
-			out.floats = append(out.floats, v.k.floats...)
+			out.floats = append(out.floats, k.floats...)
 		}
-		out.shape[0] += v.k.size()
+		out.shape[0] += k.size()
 	}
 	if out.ints != nil && out.floats != nil {
-		return fmt.Errorf("concatenation of integer and float constants")
+		return nil, fmt.Errorf("concatenation of integer and float constants")
 	}
 	if out.ints == nil && out.floats == nil {
 		out.ints = []int64{}
 	}
-	b.set(n, value{k: out})
-	return nil
+	return out, nil
 }
 
 func (b *builder) cast(n *Node) error {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 
@@ -226,6 +227,33 @@ func floatsOf(t *onnxpb.TensorProto) []float32 {
 	}
 	return out
 }
+
+// floatsInPlace returns the float32 elements of a checked FLOAT tensor, reading its raw bytes in
+// place when the machine is little-endian and the bytes are 4-byte aligned (the caller then
+// releases RawData, so the values are held once), and decoding a copy otherwise.
+func floatsInPlace(t *onnxpb.TensorProto) []float32 {
+	raw := t.RawData
+	if len(raw) == 0 || !littleEndian || uintptr(unsafe.Pointer(&raw[0]))%4 != 0 {
+		return floatsOf(t)
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
+}
+
+// setRaw is setFloats for a message that is encoded at once: on a little-endian machine a tensor
+// stored as raw bytes views v's memory instead of a copy of it.
+func setRaw(t *onnxpb.TensorProto, v []float32) {
+	if !littleEndian || len(v) == 0 || t.FloatData != nil && t.RawData == nil {
+		setFloats(t, v)
+		return
+	}
+	t.RawData = unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+}
+
+// littleEndian reports whether the machine stores numbers little-endian, as ONNX raw data does.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
 
 // int64sOf decodes the elements of a checked integer tensor (INT64, INT32, INT16, INT8, UINT8,
 // UINT16, BOOL) as int64.

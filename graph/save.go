@@ -31,7 +31,9 @@ func (m *Model) Encode(params align.Params) ([]byte, error) {
 
 // withParams returns a copy of the model's message with parameter data replaced. The
 // initializers whose bytes were released after decoding and that params does not replace get
-// the model's own values back, in the raw little-endian form they were read in.
+// the model's own values back, in the raw little-endian form they were read in. The copy's raw
+// data views the parameters' memory where it can (see floatBytes): it is for encoding at once,
+// not for keeping.
 func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
 	replaced := 0
@@ -39,7 +41,7 @@ func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 		v, ok := params[t.GetName()]
 		if !ok {
 			if m.released[t.GetName()] {
-				setFloats(t, m.Params[t.GetName()].Data)
+				setRaw(t, m.Params[t.GetName()].Data)
 			}
 			continue
 		}
@@ -51,7 +53,7 @@ func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 		if !slices.Equal(v.Shape, info.Shape) || len(v.Data) != prod(info.Shape) {
 			return nil, fmt.Errorf("graph: %s: parameter %q gets shape %v with %d values, the model has %v", m.Path, t.GetName(), v.Shape, len(v.Data), info.Shape)
 		}
-		setFloats(t, v.Data)
+		setRaw(t, v.Data)
 	}
 	if replaced < len(params) {
 		// Parameters keyed by other names (another checkpoint's, see AdoptNames) would be lost.

@@ -30,11 +30,14 @@ type GroupSummary struct {
 	Members []MemberSummary `json:"members"`
 }
 
-// MemberSummary is one parameter axis of a group; Block units move together.
+// MemberSummary is one parameter axis of a group: its positions from Offset, Block positions per
+// unit, Repeat copies of the group (see align.Member).
 type MemberSummary struct {
-	Param string `json:"param"`
-	Axis  int    `json:"axis"`
-	Block int    `json:"block"`
+	Param  string `json:"param"`
+	Axis   int    `json:"axis"`
+	Block  int    `json:"block"`
+	Offset int    `json:"offset,omitempty"`
+	Repeat int    `json:"repeat,omitempty"`
 }
 
 // ValueSummary is a graph input or output; symbolic dimensions are -1.
@@ -76,7 +79,7 @@ func (m *Model) Summarize(spec align.Spec, unpermuted []Unpermuted) Summary {
 	for _, g := range spec.Groups {
 		gs := GroupSummary{Name: g.Name, Size: g.Size}
 		for _, mb := range g.Members {
-			gs.Members = append(gs.Members, MemberSummary{Param: mb.Param, Axis: mb.Axis, Block: mb.Block})
+			gs.Members = append(gs.Members, MemberSummary{Param: mb.Param, Axis: mb.Axis, Block: mb.Block, Offset: mb.Offset, Repeat: max(mb.Repeat, 1)})
 		}
 		s.Groups = append(s.Groups, gs)
 	}

@@ -157,6 +157,22 @@ func TestVerifyDropsABrokenGroup(t *testing.T) {
 	if len(kept.Groups) != 0 || len(dropped) != 1 || dropped[0].Group != "broken" || dropped[0].MaxDiff <= 0 {
 		t.Errorf("a broken group: kept %v, dropped %v", kept.Groups, dropped)
 	}
+	// Among correct groups (those of the structures fixture), the broken ones are found.
+	sm, err := Load(testdataPath("symmetry", "structures.onnx"))
+	must(t, err)
+	sspec, _, err := Symmetries(sm)
+	must(t, err)
+	mixed := align.Spec{Groups: slices.Clone(sspec.Groups)}
+	for _, i := range []int{3, 11} { // a concatenated branch and the SE hidden units, one member only
+		g := mixed.Groups[i]
+		g.Name, g.Members = "broken "+g.Name, g.Members[:1]
+		mixed.Groups[i] = g
+	}
+	kept, dropped, err = VerifySymmetries(sm, mixed, 2)
+	must(t, err)
+	if len(kept.Groups) != len(sspec.Groups)-2 || len(dropped) != 2 || dropped[0].Group != mixed.Groups[3].Name || dropped[1].Group != mixed.Groups[11].Name {
+		t.Errorf("two broken groups among %d: kept %d, dropped %v", len(mixed.Groups), len(kept.Groups), dropped)
+	}
 }
 
 // TestMatcherRecoversAPermutedFixture permutes each trained fixture by a random permutation of

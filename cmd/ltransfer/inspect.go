@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -32,14 +33,15 @@ func inspectCommand() *cli.Command {
 			var spec align.Spec
 			var unpermuted []graph.Unpermuted
 			var dropped []graph.Dropped
-			if m.CheckSupported() == nil {
-				if spec, unpermuted, err = graph.Symmetries(m); err != nil {
+			// The symmetries need shapes only; a model the engine cannot run may still have them.
+			if spec, unpermuted, err = graph.Symmetries(m); err != nil && !errors.Is(err, graph.ErrUnsupported) {
+				return err
+			}
+			if c.Bool("verify") {
+				if err := m.CheckSupported(); err != nil {
+					fmt.Fprintf(c.App.ErrWriter, "ltransfer: inspect: the groups are not verified, the model cannot be run: %v\n", err)
+				} else if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
 					return err
-				}
-				if c.Bool("verify") {
-					if spec, dropped, err = graph.VerifySymmetries(m, spec, c.Uint64("seed")); err != nil {
-						return err
-					}
 				}
 			}
 			s := m.Summarize(spec, unpermuted)
@@ -81,8 +83,14 @@ func printSummary(w io.Writer, s graph.Summary) error {
 		var members []string
 		for _, mb := range g.Members {
 			m := fmt.Sprintf("%s/%d", mb.Param, mb.Axis)
+			if mb.Offset > 0 {
+				m += fmt.Sprintf("[from %d]", mb.Offset)
+			}
 			if mb.Block > 1 {
 				m += fmt.Sprintf("(blocks of %d)", mb.Block)
+			}
+			if mb.Repeat > 1 {
+				m += fmt.Sprintf("(x%d copies)", mb.Repeat)
 			}
 			members = append(members, m)
 		}

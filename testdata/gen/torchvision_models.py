@@ -7,12 +7,15 @@ that need real torchvision graphs; the files are built into a cache folder, not 
     /usr/bin/python3 testdata/gen/torchvision_models.py --out DIR [--families resnet18,densenet121]
         [--mode eval|train] [--opset 13] [--batch 2]
 
-writes DIR/FAMILY.onnx for each family (FAMILY-train.onnx with --mode train) and prints one line
-per file. `--mode eval` is torch.onnx.export's default (BatchNorm fused into Conv, constant
+writes DIR/FAMILY.onnx for each family (FAMILY-train.onnx with --mode train, FAMILY-distinct.onnx
+with --distinct) and prints one line per file. `--mode eval` is torch.onnx.export's default (BatchNorm fused into Conv, constant
 folding, identical initializers deduplicated); `--mode train` keeps BatchNorm
 (training=TrainingMode.TRAINING, do_constant_folding=False). A training-mode export traces the
 model in train mode, which moves BatchNorm running statistics: a copy is exported and the file's
-initializers are restored from the model's state dict.
+initializers are restored from the model's state dict. `--distinct` draws every bias and
+BatchNorm affine parameter at random and sets the running statistics to those of random inputs
+before exporting, so that no two initializers are equal and the exporter has nothing to
+deduplicate (as in a trained network).
 
 Import it to reuse the registry: `FAMILIES[name]` is (constructor, input shape without batch).
 """
@@ -72,6 +75,28 @@ def build(name, seed=0):
     return make().eval(), shape
 
 
+def make_distinct(model, seed, shape):
+    """Draws every bias and BatchNorm affine parameter at random near its default and sets the
+    BatchNorm running statistics to those of random inputs (in place; the model is left in eval
+    mode). No two initializers are then equal, and the logits still depend on the input."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.dtype.is_floating_point or name.endswith("running_mean") or name.endswith("running_var"):
+                continue
+            if name.endswith("bias"):
+                t.copy_((torch.rand(t.shape, generator=g) - 0.5) * 0.2)
+            elif name.endswith("weight") and t.dim() == 1:  # BatchNorm scale
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # the running statistics become the average over the batches
+        model.train()
+        for _ in range(4):
+            model(torch.randn((8,) + tuple(shape), generator=g))
+    model.eval()
+
+
 def export(model, path, shape, mode="eval", opset=13, batch=2):
     """Export model (any mode; left unchanged) to path with a dynamic batch axis and check it.
 
@@ -110,6 +135,7 @@ def main():
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distinct", action="store_true", help="draw biases and BatchNorm parameters at random")
     args = ap.parse_args()
     torch.set_num_threads(2)
     for name in args.families.split(","):
@@ -117,6 +143,9 @@ def main():
             sys.exit(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
         model, shape = build(name, args.seed)
         suffix = "" if args.mode == "eval" else "-" + args.mode
+        if args.distinct:
+            make_distinct(model, args.seed, shape)
+            suffix += "-distinct"
         path = os.path.join(args.out, f"{name}{suffix}.onnx")
         export(model, path, shape, args.mode, args.opset, args.batch)
         params = sum(p.numel() for p in model.parameters())
