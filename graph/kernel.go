@@ -189,6 +189,11 @@ func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
 func float32Inputs(vals []G.Value) ([][]float32, []tensor.Shape, error) {
 	data := make([][]float32, len(vals))
 	shapes := make([]tensor.Shape, len(vals))
+	return data, shapes, float32Into(vals, data, shapes)
+}
+
+// float32Into writes the float32 data and shapes of Gorgonia values into data and shapes.
+func float32Into(vals []G.Value, data [][]float32, shapes []tensor.Shape) error {
 	for i, v := range vals {
 		switch t := v.(type) {
 		case *G.F32:
@@ -200,16 +205,16 @@ func float32Inputs(vals []G.Value) ([][]float32, []tensor.Shape, error) {
 				if s, isScalar := t.Data().(float32); isScalar {
 					d = []float32{s}
 				} else {
-					return nil, nil, fmt.Errorf("input %d is %v, want float32", i, t.Dtype())
+					return fmt.Errorf("input %d is %v, want float32", i, t.Dtype())
 				}
 			}
 			data[i] = d
 			shapes[i] = t.Shape()
 		default:
-			return nil, nil, fmt.Errorf("input %d has unsupported value type %T", i, v)
+			return fmt.Errorf("input %d has unsupported value type %T", i, v)
 		}
 	}
-	return data, shapes, nil
+	return nil
 }
 
 // newValue wraps float32 data as a Gorgonia value of the given shape.
