@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -197,6 +198,9 @@ type PassResult struct {
 	// builds the session's program.
 	MinSeconds    float64 `json:"min_seconds"`
 	MedianSeconds float64 `json:"median_seconds"`
+	// CPUSeconds is the median CPU time of a run, over every thread of the process (on a shared
+	// machine, steadier than the wall time).
+	CPUSeconds float64 `json:"cpu_seconds"`
 	// PeakRSSBytes is the process's peak resident memory (VmHWM), including the loaded model.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 }
@@ -246,14 +250,15 @@ func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error
 		})
 		return err
 	}
-	var times []float64
+	var times, cpu []float64
 	for i := 0; i <= runs; i++ {
-		start := time.Now()
+		start, c0 := time.Now(), cpuSeconds()
 		if err := run(); err != nil {
 			return nil, err
 		}
 		if i > 0 {
 			times = append(times, time.Since(start).Seconds())
+			cpu = append(cpu, cpuSeconds()-c0)
 		}
 	}
 	peak, _, err := ReadRSS()
@@ -261,6 +266,16 @@ func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error
 		return nil, err
 	}
 	slices.Sort(times)
+	slices.Sort(cpu)
 	return &PassResult{Pass: pass, BLAS: graph.BLAS, Batch: batch, MinSeconds: times[0], MedianSeconds: times[len(times)/2],
-		PeakRSSBytes: peak}, nil
+		CPUSeconds: cpu[len(cpu)/2], PeakRSSBytes: peak}, nil
+}
+
+// cpuSeconds returns the CPU time the process has used, user and system, over all threads.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

@@ -8,6 +8,8 @@ package graph
 // and static.
 
 // #cgo LDFLAGS: -lopenblas
+// void openblas_set_num_threads(int);
+// int openblas_get_num_threads(void);
 import "C"
 
 import (
@@ -21,3 +23,11 @@ func init() {
 
 // BLAS names the BLAS implementation the build uses.
 const BLAS = "openblas"
+
+// serialBLAS makes OpenBLAS single-threaded until the function it returns is called: the
+// convolution's workers call it from several goroutines at once.
+func serialBLAS() func() {
+	n := C.openblas_get_num_threads()
+	C.openblas_set_num_threads(1)
+	return func() { C.openblas_set_num_threads(n) }
+}

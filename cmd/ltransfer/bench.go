@@ -42,7 +42,8 @@ ratio; and the best validation accuracy.
 With --passes FILE.onnx it times the model's passes instead, each in a fresh process: a training
 pass (forward, cross-entropy and every parameter's gradient, BatchNorm with batch statistics), an
 evaluation pass and a BatchNorm-statistics pass (one batch), at --batch on seeded random inputs,
-the minimum and median of --runs runs after a warm-up, with the process's peak RSS. With --torch
+the minimum and median wall time of --runs runs after a warm-up, the median CPU time of a run
+(all threads; steadier than the wall time on a shared machine), with the process's peak RSS. With --torch
 PYTHON it runs testdata/gen/bench_resnet_torch.py with that interpreter (same batch, runs and
 GOMAXPROCS threads) and prints PyTorch's figures and the ratios beside them; the script's
 --export writes the CIFAR-variant ResNet-18 it times as a training-mode ONNX file:
@@ -251,18 +252,18 @@ func passParent(c *cli.Context) error {
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', tabwriter.AlignRight)
 	const mb = 1 << 20
 	if torch == nil {
-		fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tPEAK RSS MB\t\n")
+		fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tCPU s\tPEAK RSS MB\t\n")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.0f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds, float64(r.PeakRSSBytes)/mb)
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds, r.CPUSeconds, float64(r.PeakRSSBytes)/mb)
 		}
 		return tw.Flush()
 	}
-	fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tPEAK RSS MB\tTORCH MIN s\tTORCH MEDIAN s\tTORCH RSS MB\tTIME RATIO\tRSS RATIO\t\n")
+	fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tCPU s\tPEAK RSS MB\tTORCH MIN s\tTORCH MEDIAN s\tTORCH CPU s\tTORCH RSS MB\tTIME RATIO\tCPU RATIO\tRSS RATIO\t\n")
 	for i, r := range rows {
 		t := torch[i]
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds,
-			float64(r.PeakRSSBytes)/mb, t.MinSeconds, t.MedianSeconds, float64(t.PeakRSSBytes)/mb,
-			r.MedianSeconds/t.MedianSeconds, float64(r.PeakRSSBytes)/float64(t.PeakRSSBytes))
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.2f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds,
+			r.CPUSeconds, float64(r.PeakRSSBytes)/mb, t.MinSeconds, t.MedianSeconds, t.CPUSeconds, float64(t.PeakRSSBytes)/mb,
+			r.MedianSeconds/t.MedianSeconds, r.CPUSeconds/t.CPUSeconds, float64(r.PeakRSSBytes)/float64(t.PeakRSSBytes))
 	}
 	return tw.Flush()
 }

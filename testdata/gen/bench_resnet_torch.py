@@ -16,7 +16,8 @@ Passes, each in a fresh child process so that its peak resident memory (ru_maxrs
          statistics of new parameters, one batch)
 
 Prints one line per pass, the minimum and median seconds over --runs timed runs after one
-warm-up, and the child's peak RSS; --json prints the same as a JSON list. Inputs are random
+warm-up, the median CPU time (all threads; on a shared machine the steadier figure) and the
+child's peak RSS; --json prints the same as a JSON list. Inputs are random
 normal, labels random (timing does not depend on data).
 """
 import argparse
@@ -65,14 +66,16 @@ def child(args):
             with torch.no_grad():
                 model(x)
 
-    times = []
+    times, cpu = [], []
     for i in range(args.runs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         if i > 0:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"pass": args.child, "min_seconds": min(times), "median_seconds": statistics.median(times),
+                      "cpu_seconds": statistics.median(cpu),
                       "peak_rss_bytes": peak}))
 
 
@@ -104,7 +107,7 @@ def main():
     print(f"PyTorch {torch.__version__}, {args.family}, batch {args.batch}, {args.threads} threads, "
           f"min/median of {args.runs} runs after one warm-up")
     for r in rows:
-        print(f"{r['pass']}\t{r['min_seconds']:.2f} s\t{r['median_seconds']:.2f} s\t"
+        print(f"{r['pass']}\t{r['min_seconds']:.2f} s\t{r['median_seconds']:.2f} s\tCPU {r['cpu_seconds']:.2f} s\t"
               f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MB")
 
 
