@@ -295,12 +295,16 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 	wg.Wait()
 }
 
+// overwrites tells that the forward pass writes every output value.
+func (k *conv2D) overwrites(i int) bool { return i < 0 }
+
 // forward computes Y[n, g] = W_g R^T for every example and group, the examples split among the
 // workers.
 func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	x, w := in[0], in[1]
 	d := k.dims(shapes[0], shapes[1])
 	if d.empty() {
+		clear(out)
 		return nil
 	}
 	impl := blas32.Implementation()

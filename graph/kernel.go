@@ -28,6 +28,19 @@ type kernel interface {
 	backward(i int, in [][]float32, inShapes []tensor.Shape, out, dOut, dIn []float32) error
 }
 
+// overwriter is a kernel that writes every value of its output in the forward pass (wrt < 0)
+// or of the gradient with respect to input wrt, so that a reused output buffer needs no zeroing
+// first. Other kernels get zeroed outputs, and may add into them.
+type overwriter interface {
+	overwrites(wrt int) bool
+}
+
+// overwrites tells whether k writes every value of its output (wrt < 0) or gradient.
+func overwrites(k kernel, wrt int) bool {
+	o, ok := k.(overwriter)
+	return ok && o.overwrites(wrt)
+}
+
 // applyKernel adds k to the graph as a node reading the given inputs.
 func applyKernel(k kernel, inputs ...*G.Node) (*G.Node, error) {
 	dims := make([]int, len(inputs))

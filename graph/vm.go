@@ -182,11 +182,16 @@ func (m *machine) exec(s *step) (G.Value, error) {
 			return nil, err
 		}
 		out := m.bufs[s.buf][:s.shape.TotalSize()]
-		clear(out) // the kernels add into a zeroed output
 		if k, ok := op.(*kernelOp); ok {
+			if !overwrites(k.k, -1) {
+				clear(out)
+			}
 			return s.out, k.k.forward(s.inData, s.inShapes, out)
 		}
 		k := op.(*kernelGradOp)
+		if !overwrites(k.k, k.wrt) {
+			clear(out)
+		}
 		n := len(s.inData) - 2
 		return s.out, k.k.backward(k.wrt, s.inData[:n], s.inShapes[:n], s.inData[n], s.inData[n+1], out)
 	case G.UsePreallocDoer:
