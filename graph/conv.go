@@ -298,6 +298,9 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 // overwrites tells that the forward pass writes every output value.
 func (k *conv2D) overwrites(i int) bool { return i < 0 }
 
+// gradReads tells that dX reads the weight, dW the input, both the output's gradient (arg 3).
+func (k *conv2D) gradReads(wrt, arg int) bool { return arg == 3 || arg == 1-wrt }
+
 // forward computes Y[n, g] = W_g R^T for every example and group, the examples split among the
 // workers.
 func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {

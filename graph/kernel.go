@@ -41,6 +41,14 @@ func overwrites(k kernel, wrt int) bool {
 	return ok && o.overwrites(wrt)
 }
 
+// gradReader is a kernel whose gradient with respect to input wrt reads only some of its
+// arguments (the kernel's inputs, its output, the output's gradient, as kernelGradOp passes
+// them); the others are passed as nil with their shapes, and their values need not be kept for
+// it. A kernel that is not a gradReader reads them all.
+type gradReader interface {
+	gradReads(wrt, arg int) bool
+}
+
 // applyKernel adds k to the graph as a node reading the given inputs.
 func applyKernel(k kernel, inputs ...*G.Node) (*G.Node, error) {
 	dims := make([]int, len(inputs))
@@ -209,6 +217,8 @@ func float32Inputs(vals []G.Value) ([][]float32, []tensor.Shape, error) {
 func float32Into(vals []G.Value, data [][]float32, shapes []tensor.Shape) error {
 	for i, v := range vals {
 		switch t := v.(type) {
+		case nil: // an argument the kernel does not read: its shape only
+			data[i] = nil
 		case *G.F32:
 			data[i] = []float32{float32(*t)}
 			shapes[i] = tensor.ScalarShape()

@@ -113,9 +113,13 @@ func (relu) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
 	return nil
 }
 
-func (relu) backward(_ int, in [][]float32, _ []tensor.Shape, _, dOut, dIn []float32) error {
+// gradReads tells that the gradient reads the output (arg 1) and its gradient (arg 2) only: the
+// output is 0 exactly where the input is at most 0, and NaN where it is NaN.
+func (relu) gradReads(_, arg int) bool { return arg > 0 }
+
+func (relu) backward(_ int, _ [][]float32, _ []tensor.Shape, out, dOut, dIn []float32) error {
 	parallelRange(len(dIn), elementGrain, func(lo, hi int) {
-		for i, v := range in[0][lo:hi] {
+		for i, v := range out[lo:hi] {
 			g := dOut[lo+i]
 			if v <= 0 {
 				g = 0
@@ -209,6 +213,12 @@ func broadcastIndex(in, out tensor.Shape) []int32 {
 
 // overwrites tells that the forward pass writes every output value.
 func (k *binaryOp) overwrites(i int) bool { return i < 0 }
+
+// gradReads tells that the gradients of Add and Sub read only the output's gradient (arg 3),
+// those of Mul and Div the inputs too, never the output.
+func (k *binaryOp) gradReads(_, arg int) bool {
+	return arg == 3 || (arg < 2 && k.op != "Add" && k.op != "Sub")
+}
 
 func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	ia, ib := k.indexMaps(shapes[0], shapes[1])
@@ -407,6 +417,9 @@ func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32
 // overwrites tells that every pass writes its whole output.
 func (k *batchNorm) overwrites(int) bool { return true }
 
+// gradReads tells that the gradients read neither the bias (arg 2) nor the output (arg 5).
+func (k *batchNorm) gradReads(_, arg int) bool { return arg != 2 && arg != 5 }
+
 // backwardSums returns the statistics and gradient sums for the backward calls of this run,
 // computing them on the first call.
 func (k *batchNorm) backwardSums(in [][]float32, s tensor.Shape, dOut []float32) *bnSums {
@@ -516,6 +529,10 @@ func (k *pool2D) outShape(in []tensor.Shape) (tensor.Shape, error) {
 }
 
 func (k *pool2D) differentiable(int) bool { return true }
+
+// gradReads tells that the gradient reads the output's gradient (arg 2), and max pooling the
+// input.
+func (k *pool2D) gradReads(_, arg int) bool { return arg == 2 || (k.max && arg == 0) }
 
 // windows calls f for every output element with the input plane, the output index and the
 // window bounds clipped to the input.
@@ -684,6 +701,10 @@ func (k *matMulT) outShape(in []tensor.Shape) (tensor.Shape, error) {
 }
 
 func (k *matMulT) differentiable(int) bool { return true }
+
+// gradReads tells that the gradient with respect to one factor reads the other and the output's
+// gradient (arg 3).
+func (k *matMulT) gradReads(wrt, arg int) bool { return arg == 3 || arg == 1-wrt }
 
 func (k *matMulT) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	m, kk, n := shapes[0][0], shapes[0][1], shapes[1][0]

@@ -41,6 +41,9 @@ type step struct {
 	// inData and inShapes are reused for the kernels' arguments.
 	inData   [][]float32
 	inShapes []tensor.Shape
+	// unread[j] is set for the arguments of a kernel's gradient that it does not read (see
+	// gradReader): they get no data, and do not keep their values alive.
+	unread []bool
 }
 
 // planned tells whether the output of op can be written into a planned buffer.
@@ -79,15 +82,28 @@ func newMachine(g *G.ExprGraph, kept ...*G.Node) (*machine, error) {
 			continue
 		}
 		s.op = n.Op()
-		for _, c := range children {
+		s.unread = make([]bool, len(children))
+		if k, ok := s.op.(*kernelGradOp); ok {
+			if r, ok := k.k.(gradReader); ok {
+				for a := range s.unread {
+					s.unread[a] = !r.gradReads(k.wrt, a)
+				}
+			}
+		}
+		for a, c := range children {
 			j, ok := m.index[c]
 			if !ok || j >= i {
 				return nil, fmt.Errorf("node %s reads %s, which does not run before it", n.Name(), c.Name())
 			}
 			s.in = append(s.in, j)
-			lastRead[j] = i
+			if !s.unread[a] {
+				lastRead[j] = i
+			}
 		}
 		s.inData, s.inShapes = make([][]float32, len(s.in)), make([]tensor.Shape, len(s.in))
+		for a, c := range children {
+			s.inShapes[a] = c.Shape()
+		}
 	}
 	for _, n := range kept {
 		if i, ok := m.index[n]; ok {
@@ -171,14 +187,16 @@ func (m *machine) run() error {
 func (m *machine) exec(s *step) (G.Value, error) {
 	vals := make([]G.Value, len(s.in))
 	for j, k := range s.in {
-		vals[j] = m.vals[k]
+		if !s.unread[j] {
+			vals[j] = m.vals[k]
+		}
 	}
 	if s.buf < 0 {
 		return s.op.Do(vals...)
 	}
 	switch op := s.op.(type) {
 	case *kernelOp, *kernelGradOp:
-		if err := float32Into(vals, s.inData, s.inShapes); err != nil {
+		if err := float32Into(vals, s.inData, s.inShapes); err != nil { // nil for the unread
 			return nil, err
 		}
 		out := m.bufs[s.buf][:s.shape.TotalSize()]
