@@ -221,18 +221,18 @@ func (k *binaryOp) gradReads(_, arg int) bool {
 }
 
 func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
-	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	a, b := in[0], in[1]
+	if k.op == "Add" && len(a) == len(out) && len(b) == len(out) { // no broadcasting, no index maps
+		parallelRange(len(out), elementGrain, func(lo, hi int) {
+			for o, v := range a[lo:hi] {
+				out[lo+o] = v + b[lo+o]
+			}
+		})
+		return nil
+	}
+	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	switch k.op {
 	case "Add":
-		if len(a) == len(out) && len(b) == len(out) { // no broadcasting
-			parallelRange(len(out), elementGrain, func(lo, hi int) {
-				for o, v := range a[lo:hi] {
-					out[lo+o] = v + b[lo+o]
-				}
-			})
-			return nil
-		}
 		for o := range out {
 			out[o] = a[ia[o]] + b[ib[o]]
 		}
@@ -255,6 +255,17 @@ func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32)
 }
 
 func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	if (k.op == "Add" || k.op == "Sub") && len(dIn) == len(dOut) {
+		// The input has the output's shape: its index map is the identity.
+		sign := float32(1)
+		if k.op == "Sub" && i == 1 {
+			sign = -1
+		}
+		for o, g := range dOut {
+			dIn[o] = sign * g
+		}
+		return nil
+	}
 	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	a, b := in[0], in[1]
 	idx := ia
@@ -265,12 +276,6 @@ func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOu
 		sign := float32(1)
 		if k.op == "Sub" && i == 1 {
 			sign = -1
-		}
-		if len(dIn) == len(dOut) { // the input has the output's shape: its index map is the identity
-			for o, g := range dOut {
-				dIn[o] = sign * g
-			}
-			return nil
 		}
 		for o, g := range dOut {
 			dIn[idx[o]] += sign * g
