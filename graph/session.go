@@ -11,7 +11,8 @@ import (
 	"github.com/ltransfer/ltransfer/align"
 )
 
-// Session runs a model at one batch size on Gorgonia tape machines: the evaluation forward pass
+// Session runs a model at one batch size on Gorgonia graphs (run by this package's machine, whose
+// buffers are reused from run to run): the evaluation forward pass
 // (BatchNorm with running statistics), the training pass (BatchNorm with batch statistics, mean
 // cross-entropy and the gradient of every trainable parameter in one run), and the running
 // statistics of BatchNorm layers for new parameters. The graphs are built on first use. A Session
