@@ -53,3 +53,7 @@ func serialBLAS() func() {
 		serial.Unlock()
 	}
 }
+
+// chunkRows is the number of patch rows below which a convolution's products stack several
+// examples.
+const chunkRows = 256

@@ -63,7 +63,7 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 //	dX[n, g] = row2im(dY[n, g]^T W_g)   (row2im adds every patch entry back where it was read)
 //
 // through gonum's BLAS (OpenBLAS in the openblas build), without transposing anything. When an
-// example's output plane is small (P below chunkRows), the products take the patch matrices of
+// example's output plane is small (P below chunkRows, in the openblas build), the products take the patch matrices of
 // several consecutive examples at once, stacked (with dY[n, g] of those examples side by side),
 // so that each product is large enough to run at the BLAS's speed.
 //
@@ -91,8 +91,6 @@ type conv2D struct {
 	constInput bool
 }
 
-// chunkRows is the number of patch rows below which the products stack several examples.
-const chunkRows = 256
 
 // convScratch is one worker's buffers.
 type convScratch struct {
