@@ -91,7 +91,6 @@ type conv2D struct {
 	constInput bool
 }
 
-
 // convScratch is one worker's buffers.
 type convScratch struct {
 	rows []float32 // the stacked patch matrices of a few examples' group, or some of their columns
