@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -178,4 +181,101 @@ func paramBytes(p align.Params) int64 {
 		n += 4 * int64(len(t.Data))
 	}
 	return n
+}
+
+// Passes are the passes BenchPass times: a training pass (forward, mean cross-entropy and the
+// gradient of every trainable parameter, BatchNorm with batch statistics), an evaluation pass
+// (forward with BatchNorm's running statistics) and a BatchNorm-statistics pass (the running
+// statistics of the current parameters from one batch).
+var Passes = []string{"train", "eval", "stats"}
+
+// PassResult is what BenchPass measured for one pass of a model.
+type PassResult struct {
+	Pass  string `json:"pass"`
+	BLAS  string `json:"blas"`
+	Batch int    `json:"batch"`
+	// MinSeconds and MedianSeconds are over the timed runs, after one warm-up run that also
+	// builds the session's program.
+	MinSeconds    float64 `json:"min_seconds"`
+	MedianSeconds float64 `json:"median_seconds"`
+	// CPUSeconds is the median CPU time of a run, over every thread of the process (on a shared
+	// machine, steadier than the wall time).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// PeakRSSBytes is the process's peak resident memory (VmHWM), including the loaded model.
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
+}
+
+// BenchPass times one of Passes of m on a batch of seeded random normal inputs (and uniform
+// labels over the model's classes), runs times after a warm-up.
+func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error) {
+	if !slices.Contains(Passes, pass) {
+		return nil, fmt.Errorf("convert: unknown pass %q (want one of %s)", pass, strings.Join(Passes, ", "))
+	}
+	if runs < 1 {
+		return nil, fmt.Errorf("convert: %d runs", runs)
+	}
+	s, err := graph.NewSession(m, batch)
+	if err != nil {
+		return nil, err
+	}
+	classes := 1
+	if len(m.Output.Shape) == 2 && m.Output.Shape[1] > 0 {
+		classes = m.Output.Shape[1]
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, batch*s.ExampleSize())
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	labels := make([]int64, batch)
+	for i := range labels {
+		labels[i] = int64(rng.IntN(classes))
+	}
+	run := func() error {
+		switch pass {
+		case "train":
+			_, _, err := s.LossAndGrad(x, labels)
+			return err
+		case "eval":
+			_, err := s.Logits(x)
+			return err
+		}
+		done := false
+		_, err := s.NormStats(func() ([]float32, bool) {
+			if done {
+				return nil, false
+			}
+			done = true
+			return x, true
+		})
+		return err
+	}
+	var times, cpu []float64
+	for i := 0; i <= runs; i++ {
+		start, c0 := time.Now(), cpuSeconds()
+		if err := run(); err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			times = append(times, time.Since(start).Seconds())
+			cpu = append(cpu, cpuSeconds()-c0)
+		}
+	}
+	peak, _, err := ReadRSS()
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(times)
+	slices.Sort(cpu)
+	return &PassResult{Pass: pass, BLAS: graph.BLAS, Batch: batch, MinSeconds: times[0], MedianSeconds: times[len(times)/2],
+		CPUSeconds: cpu[len(cpu)/2], PeakRSSBytes: peak}, nil
+}
+
+// cpuSeconds returns the CPU time the process has used, user and system, over all threads.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

@@ -65,8 +65,9 @@ type normRef struct {
 // program is one compiled Gorgonia graph of a model: its input, parameter nodes and outputs.
 type program struct {
 	g      *G.ExprGraph
-	vm     G.VM
+	vm     *machine
 	x      *G.Node
+	in     []float32 // the input batch x is bound to
 	params map[string]*G.Node
 	logits *G.Node
 	loss   *G.Node
@@ -161,7 +162,19 @@ func buildProgram(m *Model, batch int, kind programKind) (*program, error) {
 			return nil, err
 		}
 	}
-	p.vm = G.NewTapeMachine(b.g)
+	kept := G.Nodes{p.logits}
+	if p.loss != nil {
+		kept = append(kept, p.loss)
+	}
+	for _, g := range p.grads {
+		kept = append(kept, g)
+	}
+	for _, l := range p.lowRank {
+		kept = append(kept, l.a, l.dy)
+	}
+	if p.vm, err = newMachine(b.g, kept...); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

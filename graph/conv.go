@@ -58,11 +58,14 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 // R = rows(X[n, g]) (P = OH * OW rows (oy, ox), K = C/groups * kh * kw columns (c, ky, kx), zero
 // where the window reads padding: im2col, in Gorgonia's layout), and
 //
-//	Y[n, g]  = W_g R^T                  (M/groups x P, written in place in Y)
+//	Y[n, g]  = W_g R^T                  (M/groups x P)
 //	dW_g     = sum_n dY[n, g] R
 //	dX[n, g] = row2im(dY[n, g]^T W_g)   (row2im adds every patch entry back where it was read)
 //
-// through gonum's BLAS (OpenBLAS in the openblas build), without transposing anything.
+// through gonum's BLAS (OpenBLAS in the openblas build), without transposing anything. When an
+// example's output plane is small (P below chunkRows, in the openblas build), the products take the patch matrices of
+// several consecutive examples at once, stacked (with dY[n, g] of those examples side by side),
+// so that each product is large enough to run at the BLAS's speed.
 //
 // The forward pass and dX split the examples among GOMAXPROCS workers; dW splits the columns of
 // R (and of dW) instead, so that every weight-gradient entry is one float32 sum over the examples
@@ -73,24 +76,59 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 // window of the cnn is 3e-8 (float64), and summing the weight gradient one example at a time,
 // though closer to float64, had left the parameters 2e-6 from PyTorch's, enough to push that
 // input below zero, route the window's gradient elsewhere and end the run 1e-3 from PyTorch's.
+// Stacking examples keeps that order: the products sum over the stacked rows in order.
 //
-// Each worker's buffers are kept in the kernel between runs (a program runs one operator at a
-// time, and each Conv node of a program has its own kernel). The weight gradient builds the patch
-// matrices again rather than keeping those of the forward pass: for a batch they are K times the
-// input (29 MB for a 3x3 convolution of 8 channels of 28 x 28 at batch 128), while rebuilt one
-// example at a time they stay in cache for the product that reads them.
+// The workers' buffers come from a pool shared by every convolution (a program runs one operator
+// at a time). The weight gradient builds the patch matrices again rather than keeping those of
+// the forward pass: for a batch they are K times the input (29 MB for a 3x3 convolution of 8
+// channels of 28 x 28 at batch 128), while rebuilt a few examples at a time they stay in cache
+// for the product that reads them. In the openblas build the workers call a single-threaded
+// OpenBLAS (each worker is a thread already).
 type conv2D struct {
 	convAttrs
 	// constInput is set when the input needs no gradient (it is the graph's input): input 0 is
 	// then not differentiable, and Gorgonia does not compute dX.
 	constInput bool
-	scratch    []convScratch
 }
 
 // convScratch is one worker's buffers.
 type convScratch struct {
-	rows []float32 // P x K patch matrix of one example's group, or some of its columns
-	pad  []float32 // its input planes with their padding, or their gradient
+	rows []float32 // the stacked patch matrices of a few examples' group, or some of their columns
+	pad  []float32 // an example's input planes with their padding, or their gradient
+	dy   []float32 // the output (gradient) of a few examples' group, side by side
+}
+
+// scratchPool holds the convolution workers' buffers between calls.
+var scratchPool struct {
+	sync.Mutex
+	free []*convScratch
+}
+
+// getScratch returns a worker's buffers, at least of the sizes given.
+func getScratch(rows, pad, dy int) *convScratch {
+	scratchPool.Lock()
+	var s *convScratch
+	if n := len(scratchPool.free); n > 0 {
+		s, scratchPool.free = scratchPool.free[n-1], scratchPool.free[:n-1]
+	} else {
+		s = &convScratch{}
+	}
+	scratchPool.Unlock()
+	grow := func(b []float32, n int) []float32 {
+		if len(b) < n {
+			return make([]float32, n)
+		}
+		return b
+	}
+	s.rows, s.pad, s.dy = grow(s.rows, rows), grow(s.pad, pad), grow(s.dy, dy)
+	return s
+}
+
+// putScratch returns buffers to the pool.
+func putScratch(s *convScratch) {
+	scratchPool.Lock()
+	scratchPool.free = append(scratchPool.free, s)
+	scratchPool.Unlock()
 }
 
 // convDims are the sizes of one convolution.
@@ -100,6 +138,7 @@ type convDims struct {
 	oh, ow        int // output
 	mg, kk, p, hw int // output channels per group, columns and rows of R, input plane size
 	hp, wp        int // padded input plane
+	nb            int // examples a product stacks
 	// off[j] is the offset, in the padded planes of a group, of the entry column j = (c, ky, kx)
 	// of R reads from the window's corner: c*hp*wp + ky*dh*wp + kx*dw.
 	off []int
@@ -115,6 +154,7 @@ func (k *conv2D) dims(x, w tensor.Shape) *convDims {
 	d.oh, d.ow = k.geometry(x, w)
 	d.mg, d.kk, d.p, d.hw = d.m/k.groups, d.cg*d.kh*d.kw, d.oh*d.ow, d.h*d.w
 	d.hp, d.wp = d.h+k.top+k.bottom, d.w+k.left+k.right
+	d.nb = max(1, min(d.n, chunkRows/max(d.p, 1)))
 	d.off = make([]int, d.kk)
 	for j := range d.off {
 		c, ky, kx := j/(d.kh*d.kw), j/d.kw%d.kh, j%d.kw
@@ -206,36 +246,57 @@ func (k *conv2D) row2im(d *convDims, rows, pad, dxg []float32) {
 	}
 }
 
+// stackDy returns the gradient (or output) planes of group g of examples [b0, b0+nc) of dy
+// side by side, an mg x nc*P matrix, and its row stride: dy itself for one example, else a copy
+// in s.dy.
+func (d *convDims) stackDy(s *convScratch, dy []float32, b0, nc, g int) ([]float32, int) {
+	if nc == 1 {
+		return dy[(b0*d.m+g*d.mg)*d.p:], d.p
+	}
+	for b := 0; b < nc; b++ {
+		for m := 0; m < d.mg; m++ {
+			copy(s.dy[m*nc*d.p+b*d.p:][:d.p], dy[((b0+b)*d.m+g*d.mg+m)*d.p:][:d.p])
+		}
+	}
+	return s.dy, nc * d.p
+}
+
 // parallel splits [0, n) into contiguous ranges among min(GOMAXPROCS, n) workers and runs
 // f(s, first, end) for each, with the worker's buffers, sized for d.
 func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end int)) {
 	workers := max(min(runtime.GOMAXPROCS(0), n), 1)
-	if len(k.scratch) < workers {
-		k.scratch = append(k.scratch, make([]convScratch, workers-len(k.scratch))...)
+	rows, pad, dy := d.nb*d.p*d.kk, 0, 0
+	if k.padded() {
+		pad = d.cg * d.hp * d.wp
 	}
-	for i := range k.scratch[:workers] {
-		s := &k.scratch[i]
-		if len(s.rows) < d.p*d.kk {
-			s.rows = make([]float32, d.p*d.kk)
-		}
-		if len(s.pad) < d.cg*d.hp*d.wp {
-			s.pad = make([]float32, d.cg*d.hp*d.wp)
-		}
+	if d.nb > 1 {
+		dy = d.mg * d.nb * d.p
 	}
 	if workers == 1 {
-		f(&k.scratch[0], 0, n)
+		s := getScratch(rows, pad, dy)
+		f(s, 0, n)
+		putScratch(s)
 		return
 	}
+	defer serialBLAS()()
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f(&k.scratch[i], i*n/workers, (i+1)*n/workers)
+			s := getScratch(rows, pad, dy)
+			f(s, i*n/workers, (i+1)*n/workers)
+			putScratch(s)
 		}()
 	}
 	wg.Wait()
 }
+
+// overwrites tells that the forward pass writes every output value.
+func (k *conv2D) overwrites(i int) bool { return i < 0 }
+
+// gradReads tells that dX reads the weight, dW the input, both the output's gradient (arg 3).
+func (k *conv2D) gradReads(wrt, arg int) bool { return arg == 3 || arg == 1-wrt }
 
 // forward computes Y[n, g] = W_g R^T for every example and group, the examples split among the
 // workers.
@@ -243,15 +304,28 @@ func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) e
 	x, w := in[0], in[1]
 	d := k.dims(shapes[0], shapes[1])
 	if d.empty() {
+		clear(out)
 		return nil
 	}
 	impl := blas32.Implementation()
 	k.parallel(d, d.n, func(s *convScratch, first, end int) {
-		for b := first; b < end; b++ {
+		for b0 := first; b0 < end; b0 += d.nb {
+			nc := min(d.nb, end-b0)
 			for g := 0; g < k.groups; g++ {
-				k.im2row(d, d.group(x, b, g), s.pad, s.rows, 0, d.kk)
-				gemm(impl, blas.NoTrans, blas.Trans, d.mg, d.p, d.kk, w[g*d.mg*d.kk:], d.kk, s.rows, d.kk,
-					0, out[(b*d.m+g*d.mg)*d.p:], d.p)
+				for b := 0; b < nc; b++ {
+					k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*d.kk:], 0, d.kk)
+				}
+				wg := w[g*d.mg*d.kk:]
+				if nc == 1 {
+					gemm(impl, blas.NoTrans, blas.Trans, d.mg, d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, out[(b0*d.m+g*d.mg)*d.p:], d.p)
+					continue
+				}
+				gemm(impl, blas.NoTrans, blas.Trans, d.mg, nc*d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, s.dy, nc*d.p)
+				for b := 0; b < nc; b++ {
+					for m := 0; m < d.mg; m++ {
+						copy(out[((b0+b)*d.m+g*d.mg+m)*d.p:][:d.p], s.dy[m*nc*d.p+b*d.p:][:d.p])
+					}
+				}
 			}
 		}
 	})
@@ -259,8 +333,8 @@ func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) e
 }
 
 // backward computes dX (i = 0, the examples split among the workers) or dW (i = 1, its columns
-// split among the workers, each summing over the examples in order). dIn arrives zeroed
-// (kernelGradOp allocates it), as every kernel assumes: both add into it.
+// split among the workers, each summing over the examples in order). dIn arrives zeroed, as
+// every kernel assumes: both add into it.
 func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
 	x, w := in[0], in[1]
 	d := k.dims(shapes[0], shapes[1])
@@ -270,22 +344,28 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 	impl := blas32.Implementation()
 	if i == 0 {
 		k.parallel(d, d.n, func(s *convScratch, first, end int) {
-			for b := first; b < end; b++ {
+			for b0 := first; b0 < end; b0 += d.nb {
+				nc := min(d.nb, end-b0)
 				for g := 0; g < k.groups; g++ {
-					gemm(impl, blas.Trans, blas.NoTrans, d.p, d.kk, d.mg, dOut[(b*d.m+g*d.mg)*d.p:], d.p,
-						w[g*d.mg*d.kk:], d.kk, 0, s.rows, d.kk)
-					k.row2im(d, s.rows, s.pad, d.group(dIn, b, g))
+					dy, ld := d.stackDy(s, dOut, b0, nc, g)
+					gemm(impl, blas.Trans, blas.NoTrans, nc*d.p, d.kk, d.mg, dy, ld, w[g*d.mg*d.kk:], d.kk, 0, s.rows, d.kk)
+					for b := 0; b < nc; b++ {
+						k.row2im(d, s.rows[b*d.p*d.kk:], s.pad, d.group(dIn, b0+b, g))
+					}
 				}
 			}
 		})
 		return nil
 	}
 	k.parallel(d, d.kk, func(s *convScratch, j0, j1 int) {
-		for b := 0; b < d.n; b++ {
+		for b0 := 0; b0 < d.n; b0 += d.nb {
+			nc := min(d.nb, d.n-b0)
 			for g := 0; g < k.groups; g++ {
-				k.im2row(d, d.group(x, b, g), s.pad, s.rows, j0, j1)
-				gemm(impl, blas.NoTrans, blas.NoTrans, d.mg, j1-j0, d.p, dOut[(b*d.m+g*d.mg)*d.p:], d.p,
-					s.rows, j1-j0, 1, dIn[g*d.mg*d.kk+j0:], d.kk)
+				for b := 0; b < nc; b++ {
+					k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*(j1-j0):], j0, j1)
+				}
+				dy, ld := d.stackDy(s, dOut, b0, nc, g)
+				gemm(impl, blas.NoTrans, blas.NoTrans, d.mg, j1-j0, nc*d.p, dy, ld, s.rows, j1-j0, 1, dIn[g*d.mg*d.kk+j0:], d.kk)
 			}
 		}
 	})

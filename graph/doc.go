@@ -13,8 +13,10 @@
 // operators Gorgonia lacks or cannot differentiate (broadcasting arithmetic, BatchNormalization,
 // pooling, softmax and the fused softmax cross-entropy loss) are kernels plugged into Gorgonia's
 // symbolic differentiation, and so are convolutions, for any groups, strides, dilations and
-// padding: im2col and BLAS products per example, forward and backward, with no transposes. One
-// tape run gives the logits, the mean cross-entropy
+// padding: im2col and BLAS products, forward and backward, with no transposes. The graph runs
+// on this package's machine (vm.go), in the order of Gorgonia's tape machine but with every
+// kernel output in a planned buffer, reused across runs and, within a run, as soon as its value
+// has been read for the last time. One run gives the logits, the mean cross-entropy
 //
 //	L = -1/N sum_i log softmax(z_i)[y_i]
 //

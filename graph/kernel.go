@@ -28,6 +28,27 @@ type kernel interface {
 	backward(i int, in [][]float32, inShapes []tensor.Shape, out, dOut, dIn []float32) error
 }
 
+// overwriter is a kernel that writes every value of its output in the forward pass (wrt < 0)
+// or of the gradient with respect to input wrt, so that a reused output buffer needs no zeroing
+// first. Other kernels get zeroed outputs, and may add into them.
+type overwriter interface {
+	overwrites(wrt int) bool
+}
+
+// overwrites tells whether k writes every value of its output (wrt < 0) or gradient.
+func overwrites(k kernel, wrt int) bool {
+	o, ok := k.(overwriter)
+	return ok && o.overwrites(wrt)
+}
+
+// gradReader is a kernel whose gradient with respect to input wrt reads only some of its
+// arguments (the kernel's inputs, its output, the output's gradient, as kernelGradOp passes
+// them); the others are passed as nil with their shapes, and their values need not be kept for
+// it. A kernel that is not a gradReader reads them all.
+type gradReader interface {
+	gradReads(wrt, arg int) bool
+}
+
 // applyKernel adds k to the graph as a node reading the given inputs.
 func applyKernel(k kernel, inputs ...*G.Node) (*G.Node, error) {
 	dims := make([]int, len(inputs))
@@ -189,8 +210,15 @@ func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
 func float32Inputs(vals []G.Value) ([][]float32, []tensor.Shape, error) {
 	data := make([][]float32, len(vals))
 	shapes := make([]tensor.Shape, len(vals))
+	return data, shapes, float32Into(vals, data, shapes)
+}
+
+// float32Into writes the float32 data and shapes of Gorgonia values into data and shapes.
+func float32Into(vals []G.Value, data [][]float32, shapes []tensor.Shape) error {
 	for i, v := range vals {
 		switch t := v.(type) {
+		case nil: // an argument the kernel does not read: its shape only
+			data[i] = nil
 		case *G.F32:
 			data[i] = []float32{float32(*t)}
 			shapes[i] = tensor.ScalarShape()
@@ -200,16 +228,16 @@ func float32Inputs(vals []G.Value) ([][]float32, []tensor.Shape, error) {
 				if s, isScalar := t.Data().(float32); isScalar {
 					d = []float32{s}
 				} else {
-					return nil, nil, fmt.Errorf("input %d is %v, want float32", i, t.Dtype())
+					return fmt.Errorf("input %d is %v, want float32", i, t.Dtype())
 				}
 			}
 			data[i] = d
 			shapes[i] = t.Shape()
 		default:
-			return nil, nil, fmt.Errorf("input %d has unsupported value type %T", i, v)
+			return fmt.Errorf("input %d has unsupported value type %T", i, v)
 		}
 	}
-	return data, shapes, nil
+	return nil
 }
 
 // newValue wraps float32 data as a Gorgonia value of the given shape.

@@ -3,6 +3,8 @@ package graph
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -97,24 +99,34 @@ func (relu) outShape(in []tensor.Shape) (tensor.Shape, error) { return in[0].Clo
 
 func (relu) differentiable(int) bool { return true }
 
+func (relu) overwrites(int) bool { return true }
+
 func (relu) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
-	for i, v := range in[0] {
-		if v <= 0 {
-			v = 0
+	parallelRange(len(out), elementGrain, func(lo, hi int) {
+		for i, v := range in[0][lo:hi] {
+			if v <= 0 {
+				v = 0
+			}
+			out[lo+i] = v
 		}
-		out[i] = v
-	}
+	})
 	return nil
 }
 
-func (relu) backward(_ int, in [][]float32, _ []tensor.Shape, _, dOut, dIn []float32) error {
-	for i, v := range in[0] {
-		g := dOut[i]
-		if v <= 0 {
-			g = 0
+// gradReads tells that the gradient reads the output (arg 1) and its gradient (arg 2) only: the
+// output is 0 exactly where the input is at most 0, and NaN where it is NaN.
+func (relu) gradReads(_, arg int) bool { return arg > 0 }
+
+func (relu) backward(_ int, _ [][]float32, _ []tensor.Shape, out, dOut, dIn []float32) error {
+	parallelRange(len(dIn), elementGrain, func(lo, hi int) {
+		for i, v := range out[lo:hi] {
+			g := dOut[lo+i]
+			if v <= 0 {
+				g = 0
+			}
+			dIn[lo+i] = g
 		}
-		dIn[i] = g
-	}
+	})
 	return nil
 }
 
@@ -199,9 +211,26 @@ func broadcastIndex(in, out tensor.Shape) []int32 {
 	return idx
 }
 
+// overwrites tells that the forward pass writes every output value.
+func (k *binaryOp) overwrites(i int) bool { return i < 0 }
+
+// gradReads tells that the gradients of Add and Sub read only the output's gradient (arg 3),
+// those of Mul and Div the inputs too, never the output.
+func (k *binaryOp) gradReads(_, arg int) bool {
+	return arg == 3 || (arg < 2 && k.op != "Add" && k.op != "Sub")
+}
+
 func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
-	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	a, b := in[0], in[1]
+	if k.op == "Add" && len(a) == len(out) && len(b) == len(out) { // no broadcasting, no index maps
+		parallelRange(len(out), elementGrain, func(lo, hi int) {
+			for o, v := range a[lo:hi] {
+				out[lo+o] = v + b[lo+o]
+			}
+		})
+		return nil
+	}
+	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	switch k.op {
 	case "Add":
 		for o := range out {
@@ -226,6 +255,17 @@ func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32)
 }
 
 func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	if (k.op == "Add" || k.op == "Sub") && len(dIn) == len(dOut) {
+		// The input has the output's shape: its index map is the identity.
+		sign := float32(1)
+		if k.op == "Sub" && i == 1 {
+			sign = -1
+		}
+		for o, g := range dOut {
+			dIn[o] = sign * g
+		}
+		return nil
+	}
 	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	a, b := in[0], in[1]
 	idx := ia
@@ -236,12 +276,6 @@ func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOu
 		sign := float32(1)
 		if k.op == "Sub" && i == 1 {
 			sign = -1
-		}
-		if len(dIn) == len(dOut) { // the input has the output's shape: its index map is the identity
-			for o, g := range dOut {
-				dIn[o] = sign * g
-			}
-			return nil
 		}
 		for o, g := range dOut {
 			dIn[idx[o]] += sign * g
@@ -330,24 +364,11 @@ func (k *batchNorm) stats(in [][]float32, s tensor.Shape) ([]float64, []float64)
 	x := in[0]
 	m := float64(n * hw)
 	variance := make([]float64, c)
-	for ch := 0; ch < c; ch++ {
-		var s float64
-		for b := 0; b < n; b++ {
-			for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
-				s += float64(v)
-			}
+	parallelRange(c, channelGrain(n*hw), func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			mean[ch], variance[ch], invstd[ch] = k.channelStats(x, n, c, hw, ch)
 		}
-		mu := s / m
-		var q float64
-		for b := 0; b < n; b++ {
-			for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
-				d := float64(v) - mu
-				q += d * d
-			}
-		}
-		mean[ch], variance[ch] = mu, q/m
-		invstd[ch] = 1 / math.Sqrt(q/m+k.epsilon)
-	}
+	})
 	k.batchMean = mean
 	k.batchVar = make([]float64, c)
 	for ch := range variance {
@@ -358,23 +379,51 @@ func (k *batchNorm) stats(in [][]float32, s tensor.Shape) ([]float64, []float64)
 	return mean, invstd
 }
 
+// channelStats returns the mean, biased variance and inverse standard deviation of channel ch
+// of x (n x c x hw).
+func (k *batchNorm) channelStats(x []float32, n, c, hw, ch int) (mu, variance, invstd float64) {
+	m := float64(n * hw)
+	var s float64
+	for b := 0; b < n; b++ {
+		for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+			s += float64(v)
+		}
+	}
+	mu = s / m
+	var q float64
+	for b := 0; b < n; b++ {
+		for _, v := range x[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+			d := float64(v) - mu
+			q += d * d
+		}
+	}
+	return mu, q / m, 1 / math.Sqrt(q/m+k.epsilon)
+}
+
 func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	k.sums = nil // a new run: new inputs, possibly in the same buffers
 	n, c, hw := bnLayout(shapes[0])
 	mean, invstd := k.stats(in, shapes[0])
 	x, scale, bias := in[0], in[1], in[2]
-	for b := 0; b < n; b++ {
-		for ch := 0; ch < c; ch++ {
+	parallelRange(n*c, channelGrain(hw), func(lo, hi int) {
+		for plane := lo; plane < hi; plane++ {
+			ch := plane % c
 			a := float64(scale[ch]) * invstd[ch]
 			off := float64(bias[ch]) - mean[ch]*a
-			base := (b*c + ch) * hw
+			base := plane * hw
 			for j, v := range x[base : base+hw] {
 				out[base+j] = float32(float64(v)*a + off)
 			}
 		}
-	}
+	})
 	return nil
 }
+
+// overwrites tells that every pass writes its whole output.
+func (k *batchNorm) overwrites(int) bool { return true }
+
+// gradReads tells that the gradients read neither the bias (arg 2) nor the output (arg 5).
+func (k *batchNorm) gradReads(_, arg int) bool { return arg != 2 && arg != 5 }
 
 // backwardSums returns the statistics and gradient sums for the backward calls of this run,
 // computing them on the first call.
@@ -389,17 +438,19 @@ func (k *batchNorm) backwardSums(in [][]float32, s tensor.Shape, dOut []float32)
 	n, c, hw := bnLayout(s)
 	mean, invstd := k.stats(in, s)
 	sums := &bnSums{x: &x[0], dOut: &dOut[0], mean: mean, invstd: invstd, sumDy: make([]float64, c), sumDyXhat: make([]float64, c)}
-	for ch := 0; ch < c; ch++ {
-		var sumDy, sumDyXhat float64
-		for b := 0; b < n; b++ {
-			base := (b*c + ch) * hw
-			for j, g := range dOut[base : base+hw] {
-				sumDy += float64(g)
-				sumDyXhat += float64(g) * (float64(x[base+j]) - mean[ch]) * invstd[ch]
+	parallelRange(c, channelGrain(n*hw), func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			var sumDy, sumDyXhat float64
+			for b := 0; b < n; b++ {
+				base := (b*c + ch) * hw
+				for j, g := range dOut[base : base+hw] {
+					sumDy += float64(g)
+					sumDyXhat += float64(g) * (float64(x[base+j]) - mean[ch]) * invstd[ch]
+				}
 			}
+			sums.sumDy[ch], sums.sumDyXhat[ch] = sumDy, sumDyXhat
 		}
-		sums.sumDy[ch], sums.sumDyXhat[ch] = sumDy, sumDyXhat
-	}
+	})
 	k.sums = sums
 	return sums
 }
@@ -410,28 +461,32 @@ func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dO
 	mean, invstd := sums.mean, sums.invstd
 	x, scale := in[0], in[1]
 	m := float64(n * hw)
-	for ch := 0; ch < c; ch++ {
-		sumDy, sumDyXhat := sums.sumDy[ch], sums.sumDyXhat[ch]
-		switch i {
-		case 1:
-			dIn[ch] = float32(sumDyXhat)
-		case 2:
-			dIn[ch] = float32(sumDy)
-		default:
-			a := float64(scale[ch]) * invstd[ch]
-			for b := 0; b < n; b++ {
-				base := (b*c + ch) * hw
-				for j, g := range dOut[base : base+hw] {
-					if !k.training {
-						dIn[base+j] = float32(float64(g) * a)
-						continue
-					}
-					xhat := (float64(x[base+j]) - mean[ch]) * invstd[ch]
-					dIn[base+j] = float32(a / m * (m*float64(g) - sumDy - xhat*sumDyXhat))
-				}
+	if i > 0 {
+		for ch := 0; ch < c; ch++ {
+			if i == 1 {
+				dIn[ch] = float32(sums.sumDyXhat[ch])
+			} else {
+				dIn[ch] = float32(sums.sumDy[ch])
 			}
 		}
+		return nil
 	}
+	parallelRange(n*c, channelGrain(hw), func(lo, hi int) {
+		for plane := lo; plane < hi; plane++ {
+			ch := plane % c
+			sumDy, sumDyXhat := sums.sumDy[ch], sums.sumDyXhat[ch]
+			a := float64(scale[ch]) * invstd[ch]
+			base := plane * hw
+			for j, g := range dOut[base : base+hw] {
+				if !k.training {
+					dIn[base+j] = float32(float64(g) * a)
+					continue
+				}
+				xhat := (float64(x[base+j]) - mean[ch]) * invstd[ch]
+				dIn[base+j] = float32(a / m * (m*float64(g) - sumDy - xhat*sumDyXhat))
+			}
+		}
+	})
 	return nil
 }
 
@@ -479,6 +534,10 @@ func (k *pool2D) outShape(in []tensor.Shape) (tensor.Shape, error) {
 }
 
 func (k *pool2D) differentiable(int) bool { return true }
+
+// gradReads tells that the gradient reads the output's gradient (arg 2), and max pooling the
+// input.
+func (k *pool2D) gradReads(_, arg int) bool { return arg == 2 || (k.max && arg == 0) }
 
 // windows calls f for every output element with the input plane, the output index and the
 // window bounds clipped to the input.
@@ -585,6 +644,9 @@ func (k *softmax) outShape(in []tensor.Shape) (tensor.Shape, error) {
 
 func (k *softmax) differentiable(int) bool { return true }
 
+// overwrites tells that every pass writes its whole output.
+func (k *softmax) overwrites(int) bool { return true }
+
 func (k *softmax) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	c := shapes[0][shapes[0].Dims()-1]
 	x := in[0]
@@ -645,6 +707,10 @@ func (k *matMulT) outShape(in []tensor.Shape) (tensor.Shape, error) {
 
 func (k *matMulT) differentiable(int) bool { return true }
 
+// gradReads tells that the gradient with respect to one factor reads the other and the output's
+// gradient (arg 3).
+func (k *matMulT) gradReads(wrt, arg int) bool { return arg == 3 || arg == 1-wrt }
+
 func (k *matMulT) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
 	m, kk, n := shapes[0][0], shapes[0][1], shapes[1][0]
 	if m > 0 && n > 0 && kk > 0 {
@@ -665,4 +731,32 @@ func (k *matMulT) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut
 	// dL/dW = dy^T a
 	blas32.Implementation().Sgemm(blas.Trans, blas.NoTrans, n, kk, m, 1, dOut, n, in[0], kk, 0, dIn, kk)
 	return nil
+}
+
+// elementGrain is the number of elementwise operations below which a kernel runs on one
+// goroutine.
+const elementGrain = 1 << 16
+
+// channelGrain returns the grain of parallelRange for items of size values each.
+func channelGrain(size int) int { return max(1, elementGrain/max(size, 1)) }
+
+// parallelRange splits [0, n) into contiguous ranges of at least grain items among up to
+// GOMAXPROCS goroutines and runs f on each; every item is computed as on one goroutine.
+func parallelRange(n, grain int, f func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/max(grain, 1))
+	if workers <= 1 {
+		if n > 0 {
+			f(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(i*n/workers, (i+1)*n/workers)
+		}()
+	}
+	wg.Wait()
 }

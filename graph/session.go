@@ -11,7 +11,8 @@ import (
 	"github.com/ltransfer/ltransfer/align"
 )
 
-// Session runs a model at one batch size on Gorgonia tape machines: the evaluation forward pass
+// Session runs a model at one batch size on Gorgonia graphs (run by this package's machine, whose
+// buffers are reused from run to run): the evaluation forward pass
 // (BatchNorm with running statistics), the training pass (BatchNorm with batch statistics, mean
 // cross-entropy and the gradient of every trainable parameter in one run), and the running
 // statistics of BatchNorm layers for new parameters. The graphs are built on first use. A Session
@@ -133,13 +134,15 @@ func (s *Session) run(p *program, x []float32) error {
 	if want := s.batch * s.ExampleSize(); len(x) != want {
 		return fmt.Errorf("graph: %s: input has %d values, a batch of %d needs %d", s.m.Path, len(x), s.batch, want)
 	}
-	// A fresh copy each run: the graph may compute in place on its input.
-	in := tensor.New(tensor.WithShape(p.x.Shape()...), tensor.WithBacking(slices.Clone(x)))
-	if err := G.Let(p.x, in); err != nil {
-		return fmt.Errorf("graph: binding input: %w", err)
+	// The program's own copy: no operator writes into its inputs, but the caller may reuse x.
+	if p.in == nil {
+		p.in = make([]float32, len(x))
+		if err := G.Let(p.x, tensor.New(tensor.WithShape(p.x.Shape()...), tensor.WithBacking(p.in))); err != nil {
+			return fmt.Errorf("graph: binding input: %w", err)
+		}
 	}
-	defer p.vm.Reset()
-	if err := p.vm.RunAll(); err != nil {
+	copy(p.in, x)
+	if err := p.vm.run(); err != nil {
 		return fmt.Errorf("graph: %s: %w", s.m.Path, err)
 	}
 	return nil
@@ -155,7 +158,7 @@ func (s *Session) Logits(x []float32) ([]float32, error) {
 	if err := s.run(p, x); err != nil {
 		return nil, err
 	}
-	return valueData(p.logits)
+	return p.valueData(p.logits)
 }
 
 // LossAndGrad runs the training pass on a batch with integer labels: the mean cross-entropy and
@@ -179,7 +182,7 @@ func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, al
 	if err := s.run(p, x); err != nil {
 		return 0, nil, err
 	}
-	loss, err := valueData(p.loss)
+	loss, err := p.valueData(p.loss)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -190,7 +193,7 @@ func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, al
 		}
 		g := &align.Tensor{Shape: slices.Clone(s.params[name].Shape)}
 		if node, ok := p.grads[name]; ok {
-			if g.Data, err = valueData(node); err != nil {
+			if g.Data, err = p.valueData(node); err != nil {
 				return 0, nil, err
 			}
 		} else {
@@ -223,11 +226,11 @@ func (s *Session) LossAndFactoredGrad(x []float32, labels []int64) (float64, ali
 	}
 	out := align.Operand{Params: grads, LowRank: map[string]*align.LowRank{}}
 	for name, lg := range p.lowRank {
-		a, err := valueData(lg.a)
+		a, err := p.valueData(lg.a)
 		if err != nil {
 			return 0, align.Operand{}, err
 		}
-		dy, err := valueData(lg.dy)
+		dy, err := p.valueData(lg.dy)
 		if err != nil {
 			return 0, align.Operand{}, err
 		}
@@ -332,8 +335,8 @@ func (m *Model) hasOp(op string) bool {
 }
 
 // valueData returns a copy of the float32 value a node computed in the last run.
-func valueData(n *G.Node) ([]float32, error) {
-	switch v := n.Value().(type) {
+func (p *program) valueData(n *G.Node) ([]float32, error) {
+	switch v := p.vm.value(n).(type) {
 	case *G.F32:
 		return []float32{float32(*v)}, nil
 	case tensor.Tensor:

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,14 +37,26 @@ assignments, evaluation and the rest; the peak RSS during the transfer; the tran
 (peak RSS minus the RSS of the runtime and the data before the checkpoints were loaded) and the
 bytes of the buffers the algorithm must hold at once (checkpoints, initialization, a source and a
 transferred point, the gradient pairs the method keeps, the largest score matrix), with their
-ratio; and the best validation accuracy.`
+ratio; and the best validation accuracy.
+
+With --passes FILE.onnx it times the model's passes instead, each in a fresh process: a training
+pass (forward, cross-entropy and every parameter's gradient, BatchNorm with batch statistics), an
+evaluation pass and a BatchNorm-statistics pass (one batch), at --batch on seeded random inputs,
+the minimum and median wall time of --runs runs after a warm-up, the median CPU time of a run
+(all threads; steadier than the wall time on a shared machine), with the process's peak RSS. With --torch
+PYTHON it runs testdata/gen/bench_resnet_torch.py with that interpreter (same batch, runs and
+GOMAXPROCS threads) and prints PyTorch's figures and the ratios beside them; the script's
+--export writes the CIFAR-variant ResNet-18 it times as a training-mode ONNX file:
+
+   /usr/bin/python3 testdata/gen/bench_resnet_torch.py --export /tmp/cifar_resnet18-train.onnx
+   ltransfer bench --passes /tmp/cifar_resnet18-train.onnx --torch /usr/bin/python3`
 
 func benchCommand() *cli.Command {
 	home, _ := os.UserHomeDir()
 	return &cli.Command{
 		Name:        "bench",
 		Usage:       "time GMT and FGMT on the paper's MNIST setting and the cnn and resnet fixtures",
-		UsageText:   "ltransfer bench [--checkpoints DIR] [--models mlp4096,cnn,resnet] [--methods gmt,fgmt] [--json]",
+		UsageText:   "ltransfer bench [--checkpoints DIR] [--models mlp4096,cnn,resnet] [--methods gmt,fgmt] [--json]\n   ltransfer bench --passes FILE.onnx [--batch 128] [--runs 3] [--torch PYTHON] [--json]",
 		Description: benchDescription,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "checkpoints", Value: filepath.Join(home, ".cache", "ltransfer", "bench"), Usage: "folder of the mlp4096 checkpoints"},
@@ -55,10 +68,21 @@ func benchCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mini-batches and the matching order"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 			&cli.BoolFlag{Name: "json", Usage: "print the results as JSON on stdout"},
+			&cli.StringFlag{Name: "passes", Usage: "time the training, evaluation and BatchNorm-statistics passes of this ONNX file instead"},
+			&cli.IntFlag{Name: "batch", Value: 128, Usage: "batch size of --passes"},
+			&cli.IntFlag{Name: "runs", Value: 3, Usage: "timed runs of each pass (--passes)"},
+			&cli.StringFlag{Name: "torch", Usage: "with --passes: a python3 with torch and torchvision to time PyTorch beside"},
+			&cli.StringFlag{Name: "pass", Hidden: true, Usage: "with --child: the pass to time"},
 			&cli.BoolFlag{Name: "child", Hidden: true, Usage: "run one case and method in this process and print its result as JSON"},
 		},
 		Before: positional(0, 0, "no arguments"),
 		Action: func(c *cli.Context) error {
+			if c.String("passes") != "" {
+				if c.Bool("child") {
+					return passChild(c)
+				}
+				return passParent(c)
+			}
 			if c.Bool("child") {
 				return benchChild(c)
 			}
@@ -180,4 +204,77 @@ func benchCase(model, checkpoints, fixtures string) (*convert.BenchCase, error) 
 		return &convert.BenchCase{Model: model, Source: src, Init: &init}, nil
 	}
 	return nil, usagef("unknown bench model %q (want mlp4096, cnn or resnet)", model)
+}
+
+// passParent times every pass of --passes in a child process, and PyTorch's with --torch, and
+// prints the table.
+func passParent(c *cli.Context) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var rows []*convert.PassResult
+	for _, pass := range convert.Passes {
+		cmd := exec.Command(exe, "bench", "--child", "--pass", pass, "--passes", c.String("passes"),
+			"--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, c.App.ErrWriter
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("bench %s pass: %w", pass, err)
+		}
+		var r convert.PassResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			return fmt.Errorf("bench %s pass: reading the result: %w", pass, err)
+		}
+		rows = append(rows, &r)
+	}
+	var torch []*convert.PassResult
+	if py := c.String("torch"); py != "" {
+		script := filepath.Join(c.String("fixtures"), "gen", "bench_resnet_torch.py")
+		cmd := exec.Command(py, script, "--json", "--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")),
+			"--threads", fmt.Sprint(runtime.GOMAXPROCS(0)))
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, c.App.ErrWriter
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("bench: %s %s: %w", py, script, err)
+		}
+		if err := json.Unmarshal(out.Bytes(), &torch); err != nil || len(torch) != len(rows) {
+			return fmt.Errorf("bench: reading the output of %s: %v", script, errors.Join(err, fmt.Errorf("%d passes", len(torch))))
+		}
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, map[string]any{"ltransfer": rows, "torch": torch})
+	}
+	fmt.Fprintf(c.App.Writer, "ltransfer bench --passes %s: BLAS %s, GOMAXPROCS %d, batch %d; min and median of %d runs after a warm-up; one process per row\n",
+		c.String("passes"), graph.BLAS, runtime.GOMAXPROCS(0), c.Int("batch"), c.Int("runs"))
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', tabwriter.AlignRight)
+	const mb = 1 << 20
+	if torch == nil {
+		fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tCPU s\tPEAK RSS MB\t\n")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds, r.CPUSeconds, float64(r.PeakRSSBytes)/mb)
+		}
+		return tw.Flush()
+	}
+	fmt.Fprintf(tw, "PASS\tMIN s\tMEDIAN s\tCPU s\tPEAK RSS MB\tTORCH MIN s\tTORCH MEDIAN s\tTORCH CPU s\tTORCH RSS MB\tTIME RATIO\tCPU RATIO\tRSS RATIO\t\n")
+	for i, r := range rows {
+		t := torch[i]
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.2f\t\n", r.Pass, r.MinSeconds, r.MedianSeconds,
+			r.CPUSeconds, float64(r.PeakRSSBytes)/mb, t.MinSeconds, t.MedianSeconds, t.CPUSeconds, float64(t.PeakRSSBytes)/mb,
+			r.MedianSeconds/t.MedianSeconds, r.CPUSeconds/t.CPUSeconds, float64(r.PeakRSSBytes)/float64(t.PeakRSSBytes))
+	}
+	return tw.Flush()
+}
+
+// passChild times one pass of --passes and prints the result as JSON.
+func passChild(c *cli.Context) error {
+	m, err := graph.Load(c.String("passes"))
+	if err != nil {
+		return err
+	}
+	r, err := convert.BenchPass(m, c.String("pass"), c.Int("batch"), c.Int("runs"))
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(c.App.Writer).Encode(r)
 }
