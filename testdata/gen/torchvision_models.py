@@ -8,11 +8,16 @@ that need real torchvision graphs; the files are built into a cache folder, not 
         [--mode eval|train] [--opset 13] [--batch 2]
 
 writes DIR/FAMILY.onnx for each family (FAMILY-train.onnx with --mode train) and prints one line
-per file. `--mode eval` is torch.onnx.export's default (BatchNorm fused into Conv, constant
+per file. With --reference it also writes DIR/FAMILY.ref.pb: PyTorch's reference tensors for a
+fixed seeded batch (see write_reference). `--ops` writes the per-operator fixtures instead
+(see OPS): DIR/OP-opsetK.onnx (training-mode export) and DIR/OP-opsetK.ref.pb. `--mode eval` is torch.onnx.export's default (BatchNorm fused into Conv, constant
 folding, identical initializers deduplicated); `--mode train` keeps BatchNorm
 (training=TrainingMode.TRAINING, do_constant_folding=False). A training-mode export traces the
 model in train mode, which moves BatchNorm running statistics: a copy is exported and the file's
-initializers are restored from the model's state dict.
+initializers are restored from the model's state dict. torchvision's StochasticDepth
+(EfficientNet) cannot be exported in train mode (its random mask has no ONNX form): the exported
+copy has it replaced by the identity, which it is in evaluation, and which the engine's gradient
+pass assumes for every random layer (Dropout included).
 
 Import it to reuse the registry: `FAMILIES[name]` is (constructor, input shape without batch).
 """
@@ -25,7 +30,7 @@ import numpy as np
 import onnx
 import torch
 import torchvision
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 
 def cifar_resnet18(num_classes=10, in_channels=3):
@@ -79,6 +84,8 @@ def export(model, path, shape, mode="eval", opset=13, batch=2):
     and restores every initializer named after a state-dict entry to the model's own value.
     """
     m = copy.deepcopy(model)
+    if mode == "train":
+        _replace_stochastic_depth(m)
     dummy = torch.zeros(batch, *shape)
     training = torch.onnx.TrainingMode.TRAINING if mode == "train" else torch.onnx.TrainingMode.EVAL
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -102,6 +109,181 @@ def export(model, path, shape, mode="eval", opset=13, batch=2):
     return proto
 
 
+def _replace_stochastic_depth(model):
+    """Replace every StochasticDepth module by the identity (its evaluation-mode behaviour)."""
+    for name, child in model.named_children():
+        if isinstance(child, torchvision.ops.StochasticDepth):
+            setattr(model, name, torch.nn.Identity())
+        else:
+            _replace_stochastic_depth(child)
+
+
+def _deterministic_train(model):
+    """A copy of model in train mode (BatchNorm on batch statistics) with every random layer
+    (Dropout, StochasticDepth) in eval mode: the pass the engine's gradients compute."""
+    m = copy.deepcopy(model).train()
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.Dropout, torch.nn.Dropout2d, torchvision.ops.StochasticDepth)):
+            mod.eval()
+    return m
+
+
+def reference_batch(shape, batch, seed=0, classes=10):
+    """The fixed reference batch: standard normal inputs and uniform labels, from seed + 1000."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    x = torch.randn(batch, *shape, generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    return x, y
+
+
+def write_reference(path, name, model, x, y):
+    """Write PyTorch's reference tensors for model on (x, y) as a serialized GraphProto whose
+    initializers are the tensors, the format of make_fixtures.write_ref (graph/reference_test.go
+    reads it):
+
+    input, labels; logits (eval mode); loss and grad/<parameter> (state-dict names) from a
+    training pass with BatchNorm on batch statistics and Dropout/StochasticDepth off; and
+    stats/<running statistic> (state-dict names), the running mean and unbiased variance that
+    BatchNorm layers get from this one batch with momentum=None, i.e. the batch's statistics.
+    """
+    tensors = [numpy_helper.from_array(x.numpy().astype(np.float32), "input"),
+               numpy_helper.from_array(y.numpy().astype(np.int64), "labels")]
+    with torch.no_grad():
+        logits = copy.deepcopy(model).eval()(x)
+    tensors.append(numpy_helper.from_array(logits.numpy().astype(np.float32), "logits"))
+    m = _deterministic_train(model)
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    loss.backward()
+    tensors.append(numpy_helper.from_array(np.array(loss.item(), dtype=np.float32), "loss"))
+    for pname, p in m.named_parameters():
+        if p.grad is not None:
+            tensors.append(numpy_helper.from_array(p.grad.numpy().astype(np.float32), "grad/" + pname))
+    m = _deterministic_train(model)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None
+    with torch.no_grad():
+        m(x)
+    for sname, t in m.state_dict().items():
+        if sname.endswith("running_mean") or sname.endswith("running_var"):
+            tensors.append(numpy_helper.from_array(t.numpy().astype(np.float32), "stats/" + sname))
+    graph = helper.make_graph([], "ref_" + name, [], [], initializer=tensors,
+                              doc_string=f"ltransfer reference tensors for {name}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(graph.SerializeToString())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# Per-operator fixtures: a tiny classifier around each operator, so that the gradient of the
+# convolution before it checks the operator's backward pass.
+# ---------------------------------------------------------------------------
+
+class _OpNet(torch.nn.Module):
+    """Conv(3->c, 3x3) -> BatchNorm -> op -> Flatten -> Linear(->10)."""
+
+    def __init__(self, op, c=6, hw=9, features=None):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, c, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(c)
+        self.op = op
+        with torch.no_grad():
+            n = features or self.op(self.bn(self.conv(torch.zeros(1, 3, hw, hw)))).numel()
+        self.fc = torch.nn.Linear(n, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.op(self.bn(self.conv(x))), 1))
+
+
+class _Lambda(torch.nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def _split(x):
+    a, b = torch.split(x, [2, 4], dim=1)
+    return torch.cat((b, a * b[:, 2:]), 1)
+
+
+class _Shuffle(torch.nn.Module):
+    """ShuffleNetV2's unit core: chunk, branch, concat, channel shuffle (5-D transpose)."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat((a, self.branch(b)), dim=1)
+        n, c, h, w = x.size()
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous()
+        return x.view(n, c, h, w)
+
+
+class _Attention(torch.nn.Module):
+    """Self-attention over the 9x9 positions: Linear on 3-D tokens, 4-D MatMuls, LayerNorm, GELU."""
+
+    def __init__(self, c=6, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.norm = torch.nn.LayerNorm(c)
+        self.qkv = torch.nn.Linear(c, 3 * c)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(c, 2 * c), torch.nn.GELU(), torch.nn.Linear(2 * c, c))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)  # n, hw, c
+        q, k, v = self.qkv(self.norm(t)).reshape(n, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5, dim=-1)
+        t = t + (a @ v).transpose(1, 2).reshape(n, h * w, c)
+        return t + self.mlp(t)
+
+
+# name -> (module factory, opsets). Each is exported in training mode at every listed opset.
+OPS = {
+    "relu6": (lambda: torch.nn.ReLU6(), [10, 11, 13]),
+    "clamp_min": (lambda: _Lambda(lambda x: torch.clamp(x, min=-0.25)), [11, 13]),
+    "hardsigmoid": (lambda: torch.nn.Hardsigmoid(), [11, 13]),
+    "hardswish": (lambda: torch.nn.Hardswish(), [13, 14, 17]),
+    "silu": (lambda: torch.nn.SiLU(), [13, 17]),
+    "gelu": (lambda: torch.nn.GELU(), [13, 17]),
+    "maxpool_ceil": (lambda: torch.nn.MaxPool2d(3, 2, ceil_mode=True), [11, 13]),
+    "maxpool_ceil_pad": (lambda: torch.nn.MaxPool2d(2, 2, padding=1, ceil_mode=True), [13]),
+    "avgpool_ceil": (lambda: torch.nn.AvgPool2d(3, 2, padding=1, ceil_mode=True), [11, 13]),
+    "avgpool_ceil_nopad": (lambda: torch.nn.AvgPool2d(3, 2, padding=1, ceil_mode=True,
+                                                      count_include_pad=False), [13]),
+    "pad": (lambda: _Lambda(lambda x: torch.nn.functional.pad(x, (1, 2, 0, 1), value=0.5)), [10, 11, 13]),
+    "reducemean": (lambda: _Lambda(lambda x: x.mean([2, 3]) + x.mean(1, keepdim=True).mean()), [11, 13, 17]),
+    "slice": (lambda: _Lambda(lambda x: x[:, 1:5:2, ::2, -3:]), [11, 13]),
+    "split": (lambda: _Lambda(_split), [11, 13]),
+    "shuffle": (lambda: _Shuffle(), [11, 13, 17]),
+    "attention": (lambda: _Attention(), [13, 17]),
+}
+
+
+def write_op_fixtures(out, ops=None, batch=3, seed=0):
+    """Export every per-operator fixture and its reference; return the written paths."""
+    written = []
+    for name in ops or OPS:
+        make, opsets = OPS[name]
+        torch.manual_seed(seed)
+        model = _OpNet(make()).eval()
+        x, y = reference_batch((3, 9, 9), batch, seed)
+        for opset in opsets:
+            base = os.path.join(out, f"{name}-opset{opset}")
+            export(model, base + ".onnx", (3, 9, 9), "train", opset, batch)
+            write_reference(base + ".ref.pb", f"{name} opset {opset}", model, x, y)
+            written.append(base + ".onnx")
+    return written
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -110,8 +292,15 @@ def main():
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference", action="store_true",
+                    help="also write FAMILY.ref.pb, PyTorch's tensors for a batch of --batch")
+    ap.add_argument("--ops", action="store_true", help="write the per-operator fixtures instead")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.ops:
+        for path in write_op_fixtures(args.out, batch=args.batch, seed=args.seed):
+            print(path)
+        return
     for name in args.families.split(","):
         if name not in FAMILIES:
             sys.exit(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
@@ -121,6 +310,9 @@ def main():
         export(model, path, shape, args.mode, args.opset, args.batch)
         params = sum(p.numel() for p in model.parameters())
         print(f"{path}\t{params} parameters\tinput {list(shape)}\topset {args.opset}")
+        if args.reference:
+            x, y = reference_batch(shape, args.batch, args.seed)
+            write_reference(os.path.join(args.out, f"{name}.ref.pb"), name, model, x, y)
 
 
 if __name__ == "__main__":
