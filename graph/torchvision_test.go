@@ -15,23 +15,33 @@ import (
 )
 
 // The tests of this file compare the engine with PyTorch on real torchvision graphs and on one
-// tiny network per operator. Measures:
+// tiny network per operator. The references are PyTorch's passes in float64 (see
+// write_reference in testdata/gen/torchvision_models.py), so they are exact to float32's
+// resolution; the engine computes in float32. Measures:
 //
 //   - logits: max_i |z_i - z_i'| / max_i |z_i'| over the batch, z' PyTorch's. Relative to the
-//     largest logit, so that logits near zero do not make the ratio meaningless; both sides
-//     compute in float32 in a different order, which leaves ~1e-6 of the scale after 50 layers.
-//     The bound is 1e-4.
+//     largest logit, so that logits near zero do not make the ratio meaningless. Float32 rounding
+//     in a different order leaves ~1e-6 of the scale after 50 layers; the bound is 1e-4.
 //   - loss: |L - L'| / max(1, |L'|) <= 1e-5.
-//   - gradients and BatchNorm statistics: per tensor, max_i |g_i - g_i'| / max_i |g_i'| (or the
-//     absolute difference for a tensor that is all but zero, max |g'| < 1e-6). The bound is 1e-3:
-//     a gradient reaches the first layers through every layer's backward pass, and BatchNorm's
-//     backward subtracts sums of the batch (catastrophic cancellation at batch 2 loses digits
-//     that PyTorch loses differently).
+//   - gradients and BatchNorm statistics: per tensor, max_i |g_i - g_i'| / max_i |g_i'| (the
+//     absolute difference for a tensor that is all but zero, max |g'| < 1e-6). The bound is
+//     1e-3, or 10 times PyTorch's own float32 error on the same batch when that is larger: a
+//     BatchNorm over few values (batch x the last stage's 2x2) amplifies rounding by orders of
+//     magnitude on some batches, for PyTorch as for the engine, and the reference records how
+//     much (torch32/grads, torch32/stats).
 const (
 	logitTol = 1e-4
 	lossTol  = 1e-5
 	gradTol  = 1e-3
 )
+
+// bound returns the tolerance for the gradients ("grads") or statistics ("stats") of ref.
+func (ref reference) bound(kind string) float64 {
+	if e, ok := ref.all["torch32/"+kind]; ok && len(e) == 1 {
+		return math.Max(gradTol, 10*float64(e[0]))
+	}
+	return gradTol
+}
 
 // refDiff returns max |a - b| / max |b|, or max |a - b| when max |b| < 1e-6.
 func refDiff(a, b []float32) float64 {
@@ -89,7 +99,7 @@ func checkTraining(t *testing.T, m *Model, ref reference) float64 {
 	if len(grads) != len(ref.grads) {
 		t.Errorf("%d gradients, PyTorch has %d", len(grads), len(ref.grads))
 	}
-	worst := 0.0
+	worst, bound := 0.0, ref.bound("grads")
 	for name, want := range ref.grads {
 		g, ok := grads[name]
 		if !ok {
@@ -98,8 +108,8 @@ func checkTraining(t *testing.T, m *Model, ref reference) float64 {
 		}
 		d := refDiff(g.Data, want)
 		worst = math.Max(worst, d)
-		if d > gradTol {
-			t.Errorf("gradient of %q differs from PyTorch by %.3g relative", name, d)
+		if d > bound {
+			t.Errorf("gradient of %q differs from PyTorch by %.3g relative (bound %.3g)", name, d, bound)
 		}
 	}
 	stats, err := s.NormStats(func() func() ([]float32, bool) {
@@ -127,8 +137,8 @@ func checkTraining(t *testing.T, m *Model, ref reference) float64 {
 			t.Errorf("no BatchNorm statistic %q", name)
 			continue
 		}
-		if d := refDiff(got.Data, want); d > gradTol {
-			t.Errorf("BatchNorm statistic %q differs from PyTorch by %.3g relative", name, d)
+		if d := refDiff(got.Data, want); d > ref.bound("stats") {
+			t.Errorf("BatchNorm statistic %q differs from PyTorch by %.3g relative (bound %.3g)", name, d, ref.bound("stats"))
 		}
 	}
 	if n == 0 && m.hasOp("BatchNormalization") {
@@ -208,12 +218,17 @@ func TestTorchvisionFamiliesMatchPyTorch(t *testing.T) {
 					t.Fatal(err)
 				}
 				report += fmt.Sprintf(", train logits rel diff %.2g", checkLogits(t, m, ref))
-				report += fmt.Sprintf(", gradients rel diff %.2g", checkTraining(t, m, ref))
+				report += fmt.Sprintf(", gradients rel diff %.2g (PyTorch float32: %.2g)", checkTraining(t, m, ref), ref.all["torch32/grads"][0])
 			}
 			t.Logf("%s; generation %v, test %v", report, gen.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		})
 	}
 }
+
+// torchvisionBatch is the batch of the family references: 4, because BatchNorm over batch 2 and
+// the last stage's 2x2 positions is so ill-conditioned on some families that PyTorch's own
+// float32 gradients are 10% off (RegNet-Y at batch 2; 7e-5 at batch 4).
+const torchvisionBatch = 4
 
 // pythonTorch is the interpreter with Debian's torch, torchvision and onnx.
 const pythonTorch = "/usr/bin/python3"
@@ -269,7 +284,7 @@ type familyFiles struct {
 }
 
 // torchvisionFiles returns the family's exports at opset (and its training-mode export when
-// train is set) and its reference at batch 2, building what the cache lacks. Files are built in
+// train is set) and its reference at batch torchvisionBatch, building what the cache lacks. Files are built in
 // a temporary folder and renamed into place, so that an interrupted run leaves nothing half
 // written.
 func torchvisionFiles(t *testing.T, dir, family string, opset int, train bool) familyFiles {
@@ -280,44 +295,35 @@ func torchvisionFiles(t *testing.T, dir, family string, opset int, train bool) f
 		train: filepath.Join(dir, key+"-train.onnx"),
 		ref:   filepath.Join(dir, key+".ref.pb"),
 	}
-	build := func(mode string, want ...string) {
-		missing := false
-		for _, p := range want {
-			if _, err := os.Stat(p); err != nil {
-				missing = true
-			}
-		}
-		if !missing {
-			return
-		}
-		tmp, err := os.MkdirTemp(dir, "build-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer os.RemoveAll(tmp)
-		args := []string{testdataPath("gen", "torchvision_models.py"), "--out", tmp, "--families", family,
-			"--mode", mode, "--opset", fmt.Sprint(opset), "--batch", "2"}
-		if mode == "eval" {
-			args = append(args, "--reference")
-		}
-		cmd := exec.Command(pythonTorch, args...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, tail(out))
-		}
-		suffix := map[string]string{"eval": ".onnx", "train": "-train.onnx"}[mode]
-		moves := map[string]string{family + suffix: filepath.Join(dir, key+suffix)}
-		if mode == "eval" {
-			moves[family+".ref.pb"] = f.ref
-		}
-		for from, to := range moves {
-			if err := os.Rename(filepath.Join(tmp, from), to); err != nil {
-				t.Fatal(err)
-			}
+	moves := map[string]string{family + ".onnx": f.eval, family + ".ref.pb": f.ref}
+	mode := "eval"
+	if train {
+		moves[family+"-train.onnx"] = f.train
+		mode = "both"
+	}
+	missing := false
+	for _, p := range moves {
+		if _, err := os.Stat(p); err != nil {
+			missing = true
 		}
 	}
-	build("eval", f.eval, f.ref)
-	if train {
-		build("train", f.train)
+	if !missing {
+		return f
+	}
+	tmp, err := os.MkdirTemp(dir, "build-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	cmd := exec.Command(pythonTorch, testdataPath("gen", "torchvision_models.py"), "--out", tmp, "--families", family,
+		"--mode", mode, "--opset", fmt.Sprint(opset), "--batch", fmt.Sprint(torchvisionBatch), "--reference")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, tail(out))
+	}
+	for from, to := range moves {
+		if err := os.Rename(filepath.Join(tmp, from), to); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return f
 }

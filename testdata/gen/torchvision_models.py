@@ -5,10 +5,10 @@ Random weights (nothing is downloaded), 10 classes, seeded. Used by the tests an
 that need real torchvision graphs; the files are built into a cache folder, not committed.
 
     /usr/bin/python3 testdata/gen/torchvision_models.py --out DIR [--families resnet18,densenet121]
-        [--mode eval|train] [--opset 13] [--batch 2]
+        [--mode eval|train|both] [--opset 13] [--batch 2] [--reference]
 
-writes DIR/FAMILY.onnx for each family (FAMILY-train.onnx with --mode train) and prints one line
-per file. With --reference it also writes DIR/FAMILY.ref.pb: PyTorch's reference tensors for a
+writes DIR/FAMILY.onnx for each family (FAMILY-train.onnx with --mode train, both with --mode
+both) and prints one line per file. With --reference it also writes DIR/FAMILY.ref.pb: PyTorch's reference tensors for a
 fixed seeded batch (see write_reference). `--ops` writes the per-operator fixtures instead
 (see OPS): DIR/OP-opsetK.onnx (training-mode export) and DIR/OP-opsetK.ref.pb. `--mode eval` is torch.onnx.export's default (BatchNorm fused into Conv, constant
 folding, identical initializers deduplicated); `--mode train` keeps BatchNorm
@@ -136,6 +136,32 @@ def reference_batch(shape, batch, seed=0, classes=10):
     return x, y
 
 
+def _passes(model, x, y):
+    """Eval logits, training loss, gradients and one-batch BatchNorm statistics of model, in
+    the precision of model and x."""
+    with torch.no_grad():
+        logits = copy.deepcopy(model).eval()(x)
+    m = _deterministic_train(model)
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    loss.backward()
+    grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+    m = _deterministic_train(model)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.reset_running_stats()
+            mod.momentum = None
+    with torch.no_grad():
+        m(x)
+    stats = {n: t for n, t in m.state_dict().items() if n.endswith("running_mean") or n.endswith("running_var")}
+    return logits, loss.detach(), grads, stats
+
+
+def _rel_error(a, b):
+    """max |a - b| / max |b| (max |a - b| when max |b| < 1e-6), as graph/torchvision_test.go."""
+    d, scale = (a.double() - b.double()).abs().max().item(), b.double().abs().max().item()
+    return d if scale < 1e-6 else d / scale
+
+
 def write_reference(path, name, model, x, y):
     """Write PyTorch's reference tensors for model on (x, y) as a serialized GraphProto whose
     initializers are the tensors, the format of make_fixtures.write_ref (graph/reference_test.go
@@ -145,29 +171,26 @@ def write_reference(path, name, model, x, y):
     training pass with BatchNorm on batch statistics and Dropout/StochasticDepth off; and
     stats/<running statistic> (state-dict names), the running mean and unbiased variance that
     BatchNorm layers get from this one batch with momentum=None, i.e. the batch's statistics.
+
+    The references are computed in float64 (a copy of the model) and stored as float32. The same
+    passes in float32 give PyTorch's own float32 error, stored as the scalars torch32/logits,
+    torch32/grads and torch32/stats (the largest _rel_error over tensors): it tells how well
+    conditioned the batch is (BatchNorm over a few values can amplify rounding by orders of
+    magnitude), and the tests bound the engine's error by a multiple of it.
     """
-    tensors = [numpy_helper.from_array(x.numpy().astype(np.float32), "input"),
-               numpy_helper.from_array(y.numpy().astype(np.int64), "labels")]
-    with torch.no_grad():
-        logits = copy.deepcopy(model).eval()(x)
-    tensors.append(numpy_helper.from_array(logits.numpy().astype(np.float32), "logits"))
-    m = _deterministic_train(model)
-    loss = torch.nn.functional.cross_entropy(m(x), y)
-    loss.backward()
-    tensors.append(numpy_helper.from_array(np.array(loss.item(), dtype=np.float32), "loss"))
-    for pname, p in m.named_parameters():
-        if p.grad is not None:
-            tensors.append(numpy_helper.from_array(p.grad.numpy().astype(np.float32), "grad/" + pname))
-    m = _deterministic_train(model)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None
-    with torch.no_grad():
-        m(x)
-    for sname, t in m.state_dict().items():
-        if sname.endswith("running_mean") or sname.endswith("running_var"):
-            tensors.append(numpy_helper.from_array(t.numpy().astype(np.float32), "stats/" + sname))
+    ref = _passes(copy.deepcopy(model).double(), x.double(), y)
+    f32 = _passes(model, x, y)
+    arr = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
+    tensors = [numpy_helper.from_array(arr(x), "input"),
+               numpy_helper.from_array(y.numpy().astype(np.int64), "labels"),
+               numpy_helper.from_array(arr(ref[0]), "logits"),
+               numpy_helper.from_array(arr(ref[1]), "loss")]
+    tensors += [numpy_helper.from_array(arr(g), "grad/" + n) for n, g in ref[2].items()]
+    tensors += [numpy_helper.from_array(arr(t), "stats/" + n) for n, t in ref[3].items()]
+    errors = {"logits": _rel_error(f32[0], ref[0]),
+              "grads": max([_rel_error(f32[2][n], g) for n, g in ref[2].items()], default=0),
+              "stats": max([_rel_error(f32[3][n], t) for n, t in ref[3].items()], default=0)}
+    tensors += [numpy_helper.from_array(np.array(e, dtype=np.float32), "torch32/" + k) for k, e in errors.items()]
     graph = helper.make_graph([], "ref_" + name, [], [], initializer=tensors,
                               doc_string=f"ltransfer reference tensors for {name}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -175,6 +198,7 @@ def write_reference(path, name, model, x, y):
     with open(tmp, "wb") as f:
         f.write(graph.SerializeToString())
     os.replace(tmp, path)
+    return errors
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +312,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--mode", choices=["eval", "train"], default="eval")
+    ap.add_argument("--mode", choices=["eval", "train", "both"], default="eval",
+                    help="export mode; both writes FAMILY.onnx and FAMILY-train.onnx")
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -305,11 +330,12 @@ def main():
         if name not in FAMILIES:
             sys.exit(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
         model, shape = build(name, args.seed)
-        suffix = "" if args.mode == "eval" else "-" + args.mode
-        path = os.path.join(args.out, f"{name}{suffix}.onnx")
-        export(model, path, shape, args.mode, args.opset, args.batch)
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{path}\t{params} parameters\tinput {list(shape)}\topset {args.opset}")
+        for mode in ["eval", "train"] if args.mode == "both" else [args.mode]:
+            suffix = "" if mode == "eval" else "-" + mode
+            path = os.path.join(args.out, f"{name}{suffix}.onnx")
+            export(model, path, shape, mode, args.opset, args.batch)
+            params = sum(p.numel() for p in model.parameters())
+            print(f"{path}\t{params} parameters\tinput {list(shape)}\topset {args.opset}")
         if args.reference:
             x, y = reference_batch(shape, args.batch, args.seed)
             write_reference(os.path.join(args.out, f"{name}.ref.pb"), name, model, x, y)
