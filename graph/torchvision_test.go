@@ -86,12 +86,12 @@ func checkLogits(t *testing.T, m *Model, ref reference) float64 {
 // gradCheck summarises how far the engine's gradients are from PyTorch's.
 type gradCheck struct {
 	maxDiff float64 // the largest relative difference of a tensor bounded by gradTol
-	loose   int     // tensors with a looser bound (ill-conditioned in float32)
+	loose   int     // tensors bounded by 10x PyTorch's float32 error (ill-conditioned)
 	global  float64 // ||g - g'|| / ||g'|| over all parameters
 }
 
 func (c gradCheck) String() string {
-	return fmt.Sprintf("gradients: max rel diff %.2g (%d ill-conditioned tensors excluded), global %.2g", c.maxDiff, c.loose, c.global)
+	return fmt.Sprintf("gradients: max rel diff %.2g (%d ill-conditioned tensors bounded by PyTorch's float32 error instead), global %.2g", c.maxDiff, c.loose, c.global)
 }
 
 // checkTraining compares the loss, the gradient of every parameter and the BatchNorm statistics
@@ -197,26 +197,28 @@ func TestOperatorsMatchPyTorch(t *testing.T) {
 }
 
 // torchvisionFamilies are the families of issue 12, each exported at one opset (spread over
-// 11-17); grads marks those whose training-mode export is checked too.
+// 11-17); grads marks those whose training-mode export is checked too, heavy those that run
+// only with LTRANSFER_TORCHVISION_HEAVY=1 (VGG-11-BN and AlexNet take 224x224 inputs and have
+// 129M and 57M parameters: minutes to build and check on CI's two cores).
 var torchvisionFamilies = []struct {
-	name  string
-	opset int
-	grads bool
+	name         string
+	opset        int
+	grads, heavy bool
 }{
-	{"resnet18", 13, true},
-	{"resnet50", 17, false},
-	{"resnext50_32x4d", 11, false},
-	{"regnet_y_400mf", 14, true},
-	{"vgg11_bn", 13, false},
-	{"alexnet", 12, false},
-	{"squeezenet1_0", 11, true},
-	{"googlenet", 17, true},
-	{"densenet121", 15, true},
-	{"mobilenet_v2", 16, true},
-	{"mobilenet_v3_small", 13, true},
-	{"shufflenet_v2_x0_5", 11, true},
-	{"efficientnet_b0", 17, true},
-	{"mnasnet0_5", 12, true},
+	{"resnet18", 13, true, false},
+	{"resnet50", 17, false, false},
+	{"resnext50_32x4d", 11, false, false},
+	{"regnet_y_400mf", 14, true, false},
+	{"vgg11_bn", 13, false, true},
+	{"alexnet", 12, false, true},
+	{"squeezenet1_0", 11, true, false},
+	{"googlenet", 17, true, false},
+	{"densenet121", 15, true, false},
+	{"mobilenet_v2", 16, true, false},
+	{"mobilenet_v3_small", 13, true, false},
+	{"shufflenet_v2_x0_5", 11, true, false},
+	{"efficientnet_b0", 17, true, false},
+	{"mnasnet0_5", 12, true, false},
 }
 
 // TestTorchvisionFamiliesMatchPyTorch loads every family exported the default way (eval mode)
@@ -227,6 +229,9 @@ func TestTorchvisionFamiliesMatchPyTorch(t *testing.T) {
 	dir := torchvisionCache(t)
 	for _, fam := range torchvisionFamilies {
 		t.Run(fam.name, func(t *testing.T) {
+			if fam.heavy && os.Getenv("LTRANSFER_TORCHVISION_HEAVY") == "" {
+				t.Skip("a heavy family, too slow for CI: set LTRANSFER_TORCHVISION_HEAVY=1 to check it")
+			}
 			start := time.Now()
 			files := torchvisionFiles(t, dir, fam.name, fam.opset, fam.grads)
 			gen := time.Since(start)
@@ -247,7 +252,11 @@ func TestTorchvisionFamiliesMatchPyTorch(t *testing.T) {
 					t.Fatal(err)
 				}
 				report += fmt.Sprintf(", train logits rel diff %.2g", checkLogits(t, m, ref))
-				report += fmt.Sprintf(", %v", checkTraining(t, m, ref))
+				margin := math.NaN()
+				if v, ok := ref.all["kink_margin"]; ok {
+					margin = float64(v[0])
+				}
+				report += fmt.Sprintf(", %v, kink margin %.2g", checkTraining(t, m, ref), margin)
 			}
 			t.Logf("%s; generation %v, test %v", report, gen.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		})
