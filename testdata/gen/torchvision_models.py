@@ -170,50 +170,143 @@ def reference_batch(shape, batch, seed=0, classes=10, draw=0):
     return x, y
 
 
-def kink_margin(model, x):
-    """The smallest distance from an input of a piecewise-linear activation (ReLU, ReLU6 and
-    hardtanh, Hardswish, Hardsigmoid) to one of its kinks, relative to the largest input of that
-    call, over the training pass of model on x (exact hits, the zeros of a ReLU'd input, do not
-    count: every implementation computes them alike)."""
+class _Jump(torch.autograd.Function):
+    """Zero forward; adds mask * (output gradient) to its input's gradient."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask, None
+
+
+# The piecewise-linear activations (torch.nn.functional names): their kinks for the call's
+# arguments, and their derivative as PyTorch's backward computes it.
+_KINKED = {
+    "relu": (lambda *a, **k: (0.0,), lambda x, *a, **k: (x > 0).to(x.dtype)),
+    "hardtanh": (lambda min_val=-1.0, max_val=1.0, *a, **k: (min_val, max_val),
+                 lambda x, min_val=-1.0, max_val=1.0, *a, **k: ((x > min_val) & (x < max_val)).to(x.dtype)),
+    "hardswish": (lambda *a, **k: (-3.0, 3.0),
+                  lambda x, *a, **k: torch.where(x < -3, 0 * x, torch.where(x <= 3, x / 3 + 0.5, 0 * x + 1))),
+    "hardsigmoid": (lambda *a, **k: (-3.0, 3.0), lambda x, *a, **k: ((x > -3) & (x < 3)).to(x.dtype) / 6),
+}
+
+
+def _activation_pass(model, x, y=None, visit=None, toggle=None):
+    """One training pass of model on x (with y, forward and backward; the gradients are left
+    on the parameters) with every call of a _KINKED activation numbered in order: visit(call,
+    name, input, args, kw) sees its input; toggle = (call, flat index) switches the derivative
+    of that one input element to the other side of its nearest kink, as a float32 rounding on
+    the other side would. In-place calls run out of place (every torchvision caller uses the
+    returned tensor)."""
     F = torch.nn.functional
-    kinks = {"relu": lambda *a, **k: (0.0,),
-             "hardtanh": lambda min_val=-1.0, max_val=1.0, *a, **k: (min_val, max_val),
-             "hardswish": lambda *a, **k: (-3.0, 3.0),
-             "hardsigmoid": lambda *a, **k: (-3.0, 3.0)}
-    saved = {name: getattr(F, name) for name in kinks}
-    margins = [float("inf")]
+    saved = {name: getattr(F, name) for name in _KINKED}
+    count = [0]
 
     def watch(name):
         def f(input, *args, **kw):
-            v = input.detach()
-            scale = v.abs().max().item()
-            for k in kinks[name](*args, **kw):
-                d = (v - k).abs()
-                d = d[d > 0]
-                if d.numel() and scale > 0:
-                    margins.append(d.min().item() / scale)
-            return saved[name](input, *args, **kw)
+            call = count[0]
+            count[0] += 1
+            if name == "hardtanh" and len(args) > 2:
+                args = args[:2]
+            kw.pop("inplace", None)
+            if name != "hardtanh":
+                args = ()
+            if visit is not None:
+                visit(call, name, input.detach(), args, kw)
+            out = saved[name](input, *args, **kw)
+            if toggle is not None and toggle[0] == call:
+                kinks, deriv = _KINKED[name]
+                v = input.detach().reshape(-1)
+                i = toggle[1]
+                k = min(kinks(*args, **kw), key=lambda k: abs(v[i].item() - k))
+                mask = torch.zeros_like(v)
+                mirror = (2 * k - v[i]).reshape(1)
+                mask[i] = deriv(mirror, *args, **kw)[0] - deriv(v[i].reshape(1), *args, **kw)[0]
+                out = out + _Jump.apply(input, mask.reshape(input.shape))
+            return out
         return f
     try:
-        for name in kinks:
+        for name in _KINKED:
             setattr(F, name, watch(name))
-        with torch.no_grad():
-            _deterministic_train(model)(x)
+        m = _deterministic_train(model)
+        if y is None:
+            with torch.no_grad():
+                m(x)
+            return m
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        return m
     finally:
         for name, f in saved.items():
             setattr(F, name, f)
-    return min(margins)
+
+
+def near_kinks(model, x, limit=float("inf")):
+    """The inputs of piecewise-linear activations closest to a kink in the training pass of
+    model on x, as (distance relative to the call's largest input, call, flat index), sorted,
+    those below limit (exact hits, the zeros of a ReLU'd input, do not count: every
+    implementation computes them alike); the first entry's distance is the batch's kink margin."""
+    found = []
+
+    def visit(call, name, v, args, kw):
+        scale = v.abs().max().item()
+        if scale == 0:
+            return
+        flat = v.reshape(-1)
+        for k in _KINKED[name][0](*args, **kw):
+            d = (flat - k).abs() / scale
+            d[d == 0] = float("inf")
+            if limit == float("inf"):
+                i = torch.argmin(d).item()
+                found.append((d[i].item(), call, i))
+                continue
+            near = torch.nonzero(d < limit).reshape(-1).tolist()
+            found.extend((d[i].item(), call, i) for i in near)
+    _activation_pass(model, x, visit=visit)
+    return sorted(found) or [(float("inf"), -1, -1)]
+
+
+def kink_margin(model, x):
+    """The smallest relative distance from an activation input to a kink (see near_kinks)."""
+    return near_kinks(model, x)[0][0]
+
+
+# The flip envelope of a reference (see flip_envelope) covers the FLIP_UNITS activation inputs
+# nearest to a kink, those within FLIP_LIMIT of it (relative): farther ones do not flip in
+# float32 (the engine's activations are ~1e-7 of their scale from PyTorch's float64 ones).
+FLIP_UNITS = 4
+FLIP_LIMIT = 1e-5
+
+
+def flip_envelope(model, x, y, grads):
+    """For each parameter, sum over the activation inputs nearest to a kink of |g_u - g|, g_u
+    the gradient with unit u's derivative switched to the other side of the kink, g = grads:
+    how far the gradient moves when a float32 computation rounds some of those inputs to the
+    other side. model and x in float64. Returns {name: tensor}."""
+    env = {n: torch.zeros_like(g) for n, g in grads.items()}
+    for _, call, i in near_kinks(model, x, FLIP_LIMIT)[:FLIP_UNITS]:
+        if call < 0:
+            break
+        m = _activation_pass(model, x, y, toggle=(call, i))
+        for n, p in m.named_parameters():
+            if n in env and p.grad is not None:
+                env[n] += (p.grad - grads[n]).abs()
+    return env
 
 
 # A reference batch is drawn again while an activation input lies closer than this to a kink
 # (relative to the call's largest input): the engine computes in float32 in another order than
-# PyTorch, ~1e-7 of the scale apart, and an input that lands on the other side of a kink sends
-# its gradient elsewhere, which moves a layer's gradient by percents at these small batches
-# (ResNet-18's first batch of 4 has an input 9e-9 from ReLU's kink, and two of its layers'
-# gradients came out 5% and 10% off). A margin of 1e-6 is rare (a ResNet-18 batch of 4 has
-# about 10^6 ReLU inputs), so the best of a few draws is taken.
+# PyTorch, and an input that lands on the other side of a kink sends its gradient elsewhere,
+# which moves a layer's gradient by percents at these small batches (ResNet-18's first batch of
+# 4 has an input 9e-9 from ReLU's kink, and two of its layers' gradients came out 5% and 10%
+# off). A margin of 1e-6 is rare (a ResNet-18 batch of 4 has about 10^6 ReLU inputs), so the
+# best of a few draws is taken, and the flip envelope (flip_envelope) covers the rest.
 MIN_KINK_MARGIN = 3e-7
-MAX_DRAWS = 8
+MAX_DRAWS = 4
 
 
 def pick_reference_batch(model, shape, batch, seed=0):
@@ -268,7 +361,10 @@ def write_reference(path, name, model, x, y, grads=True, margin=None):
     from a training pass with BatchNorm on batch statistics and Dropout/StochasticDepth off, and
     stats/<running statistic> (state-dict names), the running mean and unbiased variance that
     BatchNorm layers get from this one batch with momentum=None, i.e. the batch's statistics;
-    kink_margin, when given (see pick_reference_batch).
+    kink_margin, when given (see pick_reference_batch); with grads, flip/grad/<parameter>, the
+    flip envelope of the gradient (flip_envelope) relative to its largest value: where an
+    activation input lies so close to a kink that a float32 computation may round it to the
+    other side, the gradient legitimately moves by up to this much.
 
     The references are computed in float64 (a copy of the model) and stored as float32. The same
     passes in float32 give PyTorch's own float32 error of every tensor, stored as the scalar
@@ -277,7 +373,8 @@ def write_reference(path, name, model, x, y, grads=True, margin=None):
     bias followed by another BatchNorm is zero up to rounding), and the tests bound the
     engine's error by a multiple of it.
     """
-    ref = _passes(copy.deepcopy(model).double(), x.double(), y, grads)
+    m64 = copy.deepcopy(model).double()
+    ref = _passes(m64, x.double(), y, grads)
     f32 = _passes(model, x, y, grads)
     arr = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
     tensors = [numpy_helper.from_array(arr(x), "input"),
@@ -287,6 +384,10 @@ def write_reference(path, name, model, x, y, grads=True, margin=None):
         tensors.append(numpy_helper.from_array(arr(ref[1]), "loss"))
     tensors += [numpy_helper.from_array(arr(g), "grad/" + n) for n, g in ref[2].items()]
     tensors += [numpy_helper.from_array(arr(t), "stats/" + n) for n, t in ref[3].items()]
+    if grads:
+        env = flip_envelope(m64, x.double(), y, ref[2])
+        tensors += [numpy_helper.from_array(np.array(e.abs().max().item() / max(ref[2][n].abs().max().item(), 1e-6),
+                                                     dtype=np.float32), "flip/grad/" + n) for n, e in env.items()]
     errors = {"logits": _rel_error(f32[0], ref[0])}
     errors.update({"grad/" + n: _rel_error(f32[2][n], g) for n, g in ref[2].items()})
     errors.update({"stats/" + n: _rel_error(f32[3][n], t) for n, t in ref[3].items()})
