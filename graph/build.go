@@ -3,6 +3,7 @@ package graph
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	G "gorgonia.org/gorgonia"
@@ -407,62 +408,55 @@ func product(dims []int, limit int) (int, bool) {
 	return n, true
 }
 
-// applyOp translates one ONNX node.
+// applyOp translates one ONNX node with the builder its operator has in opBuilders.
 func (b *builder) applyOp(n *Node) error {
 	if len(n.Outputs) == 0 {
 		return errors.New("node has no outputs")
 	}
-	switch n.Op {
-	case "Constant":
-		return b.constant(n)
-	case "Identity", "Dropout":
-		v, err := b.need(n, 0)
-		if err != nil {
-			return err
-		}
-		if n.Op == "Dropout" && len(n.Outputs) > 1 && n.Outputs[1] != "" && b.m.isRead(n.Outputs[1]) {
-			return fmt.Errorf("the Dropout mask output is read: %w", ErrUnsupported)
-		}
-		b.set(n, v)
-		return nil
-	case "Shape":
-		return b.shapeOf(n)
-	case "Gather":
-		return b.gather(n)
-	case "Unsqueeze", "Squeeze", "Reshape", "Flatten":
-		return b.reshape(n)
-	case "Concat":
-		return b.concat(n)
-	case "Cast":
-		return b.cast(n)
-	case "Transpose":
-		return b.transpose(n)
-	case "Gemm":
-		return b.gemm(n)
-	case "MatMul":
-		return b.matmul(n)
-	case "Add", "Sub", "Mul", "Div":
-		return b.arith(n)
-	case "Relu", "LeakyRelu", "Sigmoid", "Tanh":
-		return b.activation(n)
-	case "Softmax", "LogSoftmax":
-		return b.softmax(n)
-	case "Conv":
-		return b.conv(n)
-	case "MaxPool", "AveragePool", "GlobalAveragePool":
-		return b.pool(n)
-	case "BatchNormalization":
-		return b.batchNorm(n)
+	build, ok := opBuilders[n.Op]
+	if !ok {
+		return fmt.Errorf("operator %s (opset %d) is %w", n.Op, b.m.Opset, ErrUnsupported)
 	}
-	return fmt.Errorf("operator %s is %w", n.Op, ErrUnsupported)
+	return build(b, n)
 }
 
-// SupportedOps lists the ONNX operators the engine runs.
+// opBuilders maps every ONNX operator the engine runs to the builder method that translates it;
+// SupportedOps is derived from it. A builder reads the attributes and inputs of every opset from
+// 7 on (an attribute that later became an input is read from either).
+var opBuilders = map[string]func(*builder, *Node) error{
+	"Constant": (*builder).constant, "Identity": (*builder).identity, "Dropout": (*builder).identity,
+	"Shape": (*builder).shapeOf, "Gather": (*builder).gather, "Cast": (*builder).cast,
+	"Unsqueeze": (*builder).reshape, "Squeeze": (*builder).reshape, "Reshape": (*builder).reshape, "Flatten": (*builder).reshape,
+	"Concat": (*builder).concat, "Transpose": (*builder).transpose,
+	"Gemm": (*builder).gemm, "MatMul": (*builder).matmul,
+	"Add": (*builder).arith, "Sub": (*builder).arith, "Mul": (*builder).arith, "Div": (*builder).arith,
+	"Relu": (*builder).activation, "LeakyRelu": (*builder).activation, "Sigmoid": (*builder).activation, "Tanh": (*builder).activation,
+	"Softmax": (*builder).softmax, "LogSoftmax": (*builder).softmax,
+	"Conv": (*builder).conv, "BatchNormalization": (*builder).batchNorm,
+	"MaxPool": (*builder).pool, "AveragePool": (*builder).pool, "GlobalAveragePool": (*builder).pool,
+	"Clip": (*builder).clip, "HardSigmoid": (*builder).unary, "HardSwish": (*builder).unary,
+	"Erf": (*builder).unary, "Sqrt": (*builder).unary, "ConstantOfShape": (*builder).constantOfShape,
+	"Pow": (*builder).pow, "Pad": (*builder).pad, "Slice": (*builder).slice, "Split": (*builder).split,
+	"ReduceMean": (*builder).reduceMean, "LayerNormalization": (*builder).layerNorm,
+}
+
+// SupportedOps lists the ONNX operators the engine runs, sorted.
 func SupportedOps() []string {
-	return []string{"Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "Conv", "Div",
-		"Dropout", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "LeakyRelu", "LogSoftmax",
-		"MatMul", "MaxPool", "Mul", "Relu", "Reshape", "Shape", "Sigmoid", "Softmax", "Squeeze", "Sub",
-		"Tanh", "Transpose", "Unsqueeze"}
+	return slices.Sorted(maps.Keys(opBuilders))
+}
+
+// identity handles Identity and Dropout, which the engine always runs as the identity (PyTorch's
+// evaluation mode; a gradient pass is deterministic).
+func (b *builder) identity(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	if n.Op == "Dropout" && len(n.Outputs) > 1 && n.Outputs[1] != "" && b.m.isRead(n.Outputs[1]) {
+		return fmt.Errorf("the Dropout mask output is read: %w", ErrUnsupported)
+	}
+	b.set(n, v)
+	return nil
 }
 
 // isRead reports whether any node reads the named value or it is a graph output.

@@ -11,12 +11,18 @@
 // Constant feeding Reshape) are evaluated while the graph is built, since every shape is known
 // once the batch size is. Gorgonia's own operators carry the matrix products and activations;
 // operators Gorgonia lacks or cannot differentiate (broadcasting arithmetic, BatchNormalization,
-// pooling, softmax and the fused softmax cross-entropy loss) are kernels plugged into Gorgonia's
-// symbolic differentiation, and so are convolutions, for any groups, strides, dilations and
-// padding: im2col and BLAS products, forward and backward, with no transposes. The graph runs
-// on this package's machine (vm.go), in the order of Gorgonia's tape machine but with every
-// kernel output in a planned buffer, reused across runs and, within a run, as soon as its value
-// has been read for the last time. One run gives the logits, the mean cross-entropy
+// LayerNormalization, pooling with ceil_mode, Clip and the hard activations, Erf, ReduceMean,
+// MatMul of batches, softmax and the fused softmax cross-entropy loss) are kernels plugged into
+// Gorgonia's symbolic differentiation, with PyTorch's gradients at kinks; operators that only
+// move values (Slice, Split, Pad, Transpose of any rank) are one kernel reading its input
+// through an index map, and the gradient scatters back through the same map. Convolutions are
+// kernels too, for any groups, strides, dilations and padding: im2col and BLAS products,
+// forward and backward, with no transposes. opBuilders maps every supported operator to its
+// translation (SupportedOps lists its keys); an operator missing from it is refused with the
+// node, the operator and the model's opset. The graph runs on this package's machine (vm.go),
+// in the order of Gorgonia's tape machine but with every kernel output in a planned buffer,
+// reused across runs and, within a run, as soon as its value has been read for the last time.
+// One run gives the logits, the mean cross-entropy
 //
 //	L = -1/N sum_i log softmax(z_i)[y_i]
 //

@@ -280,23 +280,3 @@ func ortNode(t *testing.T) string {
 	}
 	return node
 }
-
-// torchvisionCache returns the folder of the cached torchvision exports, after checking that
-// Debian's PyTorch can build them: where CI is set its absence fails the test, elsewhere it skips.
-func torchvisionCache(t *testing.T) string {
-	t.Helper()
-	if err := exec.Command("/usr/bin/python3", "-c", "import torch, torchvision, onnx").Run(); err != nil {
-		msg := fmt.Sprintf("/usr/bin/python3 cannot import torch, torchvision and onnx (%v): apt-get install python3-torch python3-torchvision python3-onnx", err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (CI is set, so this check must run)")
-		}
-		t.Skip(msg)
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "ltransfer", "torchvision", "distinct")
-	must(t, os.MkdirAll(dir, 0o755))
-	return dir
-}

@@ -500,6 +500,9 @@ type pool2D struct {
 	top, left        int
 	bottom, right    int
 	countPad, global bool
+	// ceil rounds the output size up, as PyTorch's ceil_mode: a last window that starts in the
+	// right or bottom padding is dropped.
+	ceil bool
 }
 
 func (k *pool2D) name() string {
@@ -516,9 +519,7 @@ func (k *pool2D) geometry(s tensor.Shape) (kh, kw, oh, ow int) {
 	if k.global {
 		return s[2], s[3], 1, 1
 	}
-	oh = (s[2]+k.top+k.bottom-k.kh)/k.sh + 1
-	ow = (s[3]+k.left+k.right-k.kw)/k.sw + 1
-	return k.kh, k.kw, oh, ow
+	return k.kh, k.kw, poolSize(s[2], k.top, k.bottom, k.kh, k.sh, k.ceil), poolSize(s[3], k.left, k.right, k.kw, k.sw, k.ceil)
 }
 
 func (k *pool2D) outShape(in []tensor.Shape) (tensor.Shape, error) {

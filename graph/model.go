@@ -67,8 +67,8 @@ type Role string
 const (
 	RoleWeight      Role = "weight"       // Conv, Gemm or MatMul weight
 	RoleBias        Role = "bias"         // Conv or Gemm bias, or the operand of a bias Add
-	RoleNormScale   Role = "norm_scale"   // BatchNormalization scale (gamma)
-	RoleNormBias    Role = "norm_bias"    // BatchNormalization bias (beta)
+	RoleNormScale   Role = "norm_scale"   // BatchNormalization or LayerNormalization scale (gamma)
+	RoleNormBias    Role = "norm_bias"    // BatchNormalization or LayerNormalization bias (beta)
 	RoleRunningMean Role = "running_mean" // BatchNormalization running mean (not trainable)
 	RoleRunningVar  Role = "running_var"  // BatchNormalization running variance (not trainable)
 	RoleConstant    Role = "constant"     // any other float32 initializer (not trainable)
@@ -146,6 +146,21 @@ func decodeWithOnnxGo(pb *onnxpb.ModelProto) (b *backend, err error) {
 		}
 		g.Input = append(g.Input, &onnxpb.ValueInfoProto{Name: proto.String(t.GetName())})
 	}
+	// onnx-go cannot decode BOOL tensors (the training_mode constant of a Dropout in a
+	// training-mode export): such nodes are copied with INT64 tensors, leaving pb's untouched.
+	cloned := false
+	for i, n := range g.Node {
+		if hasBoolTensor(n) {
+			if !cloned {
+				g.Node, cloned = slices.Clone(graph.Node), true
+			}
+			c := proto.Clone(n).(*onnxpb.NodeProto)
+			for _, a := range c.Attribute {
+				boolsAsInt64s(a.GetT())
+			}
+			g.Node[i] = c
+		}
+	}
 	data, err := proto.Marshal(cp)
 	if err != nil {
 		return nil, fmt.Errorf("re-encoding for onnx-go: %w", err)
@@ -160,6 +175,33 @@ func decodeWithOnnxGo(pb *onnxpb.ModelProto) (b *backend, err error) {
 		return nil, fmt.Errorf("%w: onnx-go decoder: %v", ErrFormat, err)
 	}
 	return b, nil
+}
+
+// hasBoolTensor reports whether a tensor attribute of n is a BOOL tensor.
+func hasBoolTensor(n *onnxpb.NodeProto) bool {
+	for _, a := range n.Attribute {
+		if t := a.GetT(); t != nil && onnxpb.TensorProto_DataType(t.GetDataType()) == onnxpb.TensorProto_BOOL {
+			return true
+		}
+	}
+	return false
+}
+
+// boolsAsInt64s turns a BOOL tensor (the training_mode constant of a Dropout in a
+// training-mode export), which onnx-go cannot decode, into an INT64 one with the same values.
+func boolsAsInt64s(t *onnxpb.TensorProto) {
+	if t == nil || onnxpb.TensorProto_DataType(t.GetDataType()) != onnxpb.TensorProto_BOOL {
+		return
+	}
+	vals := make([]int64, 0, len(t.RawData)+len(t.Int32Data))
+	for _, b := range t.RawData {
+		vals = append(vals, int64(b))
+	}
+	for _, v := range t.Int32Data {
+		vals = append(vals, int64(v))
+	}
+	t.DataType = proto.Int32(int32(onnxpb.TensorProto_INT64))
+	t.RawData, t.Int32Data, t.Int64Data = nil, nil, vals
 }
 
 func elementCountOrZero(dims []int64) int64 {
@@ -301,6 +343,20 @@ func (m *Model) assignRoles() {
 		case "MatMul":
 			set(in(n, 0), RoleWeight)
 			set(in(n, 1), RoleWeight)
+		case "Mul":
+			// The scale of a normalisation exported decomposed (LayerNormalization before opset
+			// 17): a tensor of several values scaling a computed one.
+			if len(n.Inputs) == 2 {
+				for i, name := range n.Inputs {
+					_, other := m.Params[n.Inputs[1-i]]
+					if p, ok := m.Params[name]; ok && !other && len(p.Data) > 1 {
+						set(name, RoleNormScale)
+					}
+				}
+			}
+		case "LayerNormalization":
+			set(in(n, 1), RoleNormScale)
+			set(in(n, 2), RoleNormBias)
 		case "BatchNormalization":
 			set(in(n, 1), RoleNormScale)
 			set(in(n, 2), RoleNormBias)

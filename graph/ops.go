@@ -350,7 +350,7 @@ func (b *builder) concat(n *Node) error {
 				return err
 			}
 		}
-		c, err := G.Concat(axis, nodes...)
+		c, err := applyKernel(&concatKernel{axis: axis}, nodes...)
 		if err != nil {
 			return err
 		}
@@ -413,15 +413,22 @@ func (b *builder) cast(n *Node) error {
 }
 
 func (b *builder) transpose(n *Node) error {
-	x, err := b.sym(n, 0)
+	v, err := b.need(n, 0)
 	if err != nil {
 		return err
 	}
 	perm := n.attrInts("perm")
 	if perm == nil {
-		for i := x.Shape().Dims() - 1; i >= 0; i-- {
+		for i := len(v.shape()) - 1; i >= 0; i-- {
 			perm = append(perm, i)
 		}
+	}
+	if len(v.shape()) != 2 || v.k != nil {
+		return b.transposeND(n, v, perm)
+	}
+	x, err := b.symbolic(v)
+	if err != nil {
+		return err
 	}
 	if x.Shape().Dims() == 2 && b.m.transposedWeight(n) {
 		// Every reader multiplies by the transpose directly (see matmul): no node is needed.
@@ -505,7 +512,7 @@ func (b *builder) matmul(n *Node) error {
 		return err
 	}
 	if a.Shape().Dims() != 2 || w.Shape().Dims() != 2 {
-		return fmt.Errorf("MatMul of shapes %v and %v: only 2-D operands are %w", a.Shape(), w.Shape(), ErrUnsupported)
+		return b.matmulND(n, a, w, transB)
 	}
 	y, err := b.product(a, w, transB)
 	if err != nil {
@@ -797,9 +804,7 @@ func (b *builder) pool(n *Node) error {
 		if d, err := n.window2("dilations", 1); err != nil || d[0] != 1 || d[1] != 1 {
 			return fmt.Errorf("dilated pooling is %w", ErrUnsupported)
 		}
-		if n.attrInt("ceil_mode", 0) != 0 {
-			return fmt.Errorf("ceil_mode=1 is %w", ErrUnsupported)
-		}
+		k.ceil = n.attrInt("ceil_mode", 0) == 1
 		if len(n.Outputs) > 1 && n.Outputs[1] != "" && b.m.isRead(n.Outputs[1]) {
 			return fmt.Errorf("the MaxPool indices output is %w", ErrUnsupported)
 		}

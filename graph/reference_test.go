@@ -46,7 +46,14 @@ type reference struct {
 
 func loadReference(t *testing.T, name string) reference {
 	t.Helper()
-	data, err := os.ReadFile(testdataPath("ref", name+".pb"))
+	return readReference(t, testdataPath("ref", name+".pb"))
+}
+
+// readReference reads a reference file written by make_fixtures.write_ref or
+// torchvision_models.write_reference.
+func readReference(t *testing.T, path string) reference {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

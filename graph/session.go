@@ -323,8 +323,8 @@ func (s *Session) NormStats(next func() ([]float32, bool)) (align.Params, error)
 // CheckSupported returns an error naming the first node whose operator the engine cannot run.
 func (m *Model) CheckSupported() error {
 	for _, n := range m.Nodes {
-		if !slices.Contains(SupportedOps(), n.Op) {
-			return fmt.Errorf("graph: %s: %w", m.Path, nodeError(n, fmt.Errorf("operator %s is %w (supported: %s)", n.Op, ErrUnsupported, strings.Join(SupportedOps(), ", "))))
+		if _, ok := opBuilders[n.Op]; !ok {
+			return fmt.Errorf("graph: %s: %w", m.Path, nodeError(n, fmt.Errorf("operator %s (opset %d) is %w (supported: %s)", n.Op, m.Opset, ErrUnsupported, strings.Join(SupportedOps(), ", "))))
 		}
 	}
 	return nil

@@ -1,0 +1,688 @@
+package graph
+
+import (
+	"fmt"
+	"slices"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// This file holds the operators that move values without computing new ones (Slice, Split, Pad,
+// Concat, Transpose of any rank) and the reductions (ReduceMean). The movers are one kernel,
+// indexed: every output element reads one input element (or a fill value), so the gradient
+// scatters the output gradient back through the same index map.
+
+// constantOfShape is ConstantOfShape, a shape computation: a known tensor of the shape input 0
+// holds, filled with the value attribute (a one-element tensor; float 0 when absent).
+func (b *builder) constantOfShape(n *Node) error {
+	shape, err := b.known(n, 0)
+	if err != nil {
+		return err
+	}
+	dims := make([]int, 0, shape.size())
+	for _, d := range shape.asInts() {
+		if d < 0 {
+			return fmt.Errorf("ConstantOfShape of shape %v", shape.asInts())
+		}
+		dims = append(dims, int(d))
+	}
+	size, ok := product(dims, maxValues)
+	if !ok {
+		return fmt.Errorf("%w: ConstantOfShape of shape %v: more than %d values", ErrFormat, dims, maxValues)
+	}
+	fill := &konst{floats: []float32{0}}
+	if t, ok := n.Attrs["value"].(tensor.Tensor); ok {
+		if fill, err = konstFromTensor(t); err != nil {
+			return err
+		}
+		if fill.size() != 1 {
+			return fmt.Errorf("ConstantOfShape value has %d elements, want 1", fill.size())
+		}
+	}
+	out := &konst{shape: dims}
+	if fill.isInt() {
+		out.ints = slices.Repeat([]int64{fill.ints[0]}, size)
+	} else {
+		out.floats = slices.Repeat([]float32{fill.floats[0]}, size)
+	}
+	b.set(n, value{k: out})
+	return nil
+}
+
+// strides returns the row-major strides of shape.
+func strides(shape []int) []int {
+	s := make([]int, len(shape))
+	acc := 1
+	for i := len(shape) - 1; i >= 0; i-- {
+		s[i] = acc
+		acc *= shape[i]
+	}
+	return s
+}
+
+// indexMap returns, for every element of outShape in row-major order, the input element that
+// src maps its coordinates to, or -1 (the fill value); src rewrites an output coordinate into
+// an input coordinate in place and reports false when it falls outside the input.
+func indexMap(inShape, outShape []int, src func(coord []int) bool) []int32 {
+	st := strides(inShape)
+	idx := make([]int32, prod(outShape))
+	coord := make([]int, len(outShape))
+	in := make([]int, len(outShape))
+	for o := range idx {
+		rem := o
+		for ax := len(outShape) - 1; ax >= 0; ax-- {
+			coord[ax] = rem % outShape[ax]
+			rem /= outShape[ax]
+		}
+		copy(in, coord)
+		if !src(in) {
+			idx[o] = -1
+			continue
+		}
+		off := 0
+		for ax, c := range in[:len(inShape)] {
+			off += c * st[ax]
+		}
+		idx[o] = int32(off)
+	}
+	return idx
+}
+
+// indexed is an operator whose every output element is one element of its input, or fill where
+// the index is -1 (padding).
+type indexed struct {
+	label    string
+	idx      []int32
+	fill     float32
+	from, to tensor.Shape // the input and output shapes the map is built for
+}
+
+func (k *indexed) name() string { return k.label }
+
+func (k *indexed) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	if !in[0].Eq(k.from) {
+		return nil, fmt.Errorf("%s: input %v, built for %v", k.label, in[0], k.from)
+	}
+	return k.to.Clone(), nil
+}
+
+func (k *indexed) differentiable(int) bool { return true }
+
+func (k *indexed) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
+	x := in[0]
+	for o, i := range k.idx {
+		if i < 0 {
+			out[o] = k.fill
+		} else {
+			out[o] = x[i]
+		}
+	}
+	return nil
+}
+
+func (k *indexed) backward(_ int, _ [][]float32, _ []tensor.Shape, _, dOut, dIn []float32) error {
+	for o, i := range k.idx {
+		if i >= 0 {
+			dIn[i] += dOut[o]
+		}
+	}
+	return nil
+}
+
+// move adds the output of n computed by an index map of its input v: a kernel for a symbolic
+// input, a gather for a known one (a shape computation).
+func (b *builder) move(n *Node, out string, v value, outShape []int, src func([]int) bool, fill float32) error {
+	in := v.shape()
+	idx := indexMap(in, outShape, src)
+	if v.k != nil {
+		flat := make([]int, len(idx))
+		for o, i := range idx {
+			if i < 0 {
+				return fmt.Errorf("padding a constant: %w", ErrUnsupported)
+			}
+			flat[o] = int(i)
+		}
+		b.vals[out] = value{k: v.k.gather(flat, slices.Clone(outShape))}
+		return nil
+	}
+	x, err := b.symbolic(v)
+	if err != nil {
+		return err
+	}
+	y, err := applyKernel(&indexed{label: fmt.Sprintf("%s%v->%v", n.Op, in, outShape), idx: idx, fill: fill,
+		from: tensor.Shape(in).Clone(), to: tensor.Shape(outShape).Clone()}, x)
+	if err != nil {
+		return err
+	}
+	b.vals[out] = value{node: y}
+	return nil
+}
+
+// intsInput returns the integers of input i, or of attribute attr before the opset in which
+// the attribute became an input; nil when neither is given.
+func (b *builder) intsInput(n *Node, i int, attr string, inputSince int64) ([]int, error) {
+	if b.m.Opset < inputSince {
+		return n.attrInts(attr), nil
+	}
+	k, ok, err := b.constInput(n, i)
+	if err != nil || !ok {
+		return nil, err
+	}
+	out := make([]int, 0, k.size())
+	for _, v := range k.asInts() {
+		out = append(out, clampInt(v))
+	}
+	return out, nil
+}
+
+// clampInt converts an int64 (ends of INT64_MAX are common) to an int within +-2^40.
+func clampInt(v int64) int {
+	const lim = 1 << 40
+	return int(min(max(v, -lim), lim))
+}
+
+// axesOf normalises axes for a rank, refusing repeats.
+func axesOf(axes []int, rank int) ([]int, error) {
+	out := make([]int, len(axes))
+	for i, a := range axes {
+		a, err := normAxis(a, rank)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out[:i], a) {
+			return nil, fmt.Errorf("axis %d repeated in %v", a, axes)
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// slice is Slice: starts, ends, axes and steps are attributes before opset 10 and inputs 1-4
+// from opset 10 on, clamped as ONNX specifies.
+func (b *builder) slice(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	in := v.shape()
+	starts, err := b.intsInput(n, 1, "starts", 10)
+	if err != nil {
+		return err
+	}
+	ends, err := b.intsInput(n, 2, "ends", 10)
+	if err != nil {
+		return err
+	}
+	axes, err := b.intsInput(n, 3, "axes", 10)
+	if err != nil {
+		return err
+	}
+	steps, err := b.intsInput(n, 4, "steps", 10)
+	if err != nil {
+		return err
+	}
+	if len(starts) != len(ends) || (axes != nil && len(axes) != len(starts)) || (steps != nil && len(steps) != len(starts)) {
+		return fmt.Errorf("Slice starts %v, ends %v, axes %v, steps %v differ in length", starts, ends, axes, steps)
+	}
+	if axes == nil {
+		for i := range starts {
+			axes = append(axes, i)
+		}
+	}
+	if axes, err = axesOf(axes, len(in)); err != nil {
+		return err
+	}
+	first, step := make([]int, len(in)), make([]int, len(in))
+	out := slices.Clone(in)
+	for i := range step {
+		step[i] = 1
+	}
+	for i, ax := range axes {
+		s := 1
+		if steps != nil {
+			s = steps[i]
+		}
+		if s == 0 {
+			return fmt.Errorf("Slice step 0 on axis %d", ax)
+		}
+		dim, start, end := in[ax], starts[i], ends[i]
+		if start < 0 {
+			start += dim
+		}
+		if end < 0 {
+			end += dim
+		}
+		if s > 0 {
+			start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+			out[ax] = max(0, (end-start+s-1)/s)
+		} else {
+			start, end = min(max(start, 0), dim-1), min(max(end, -1), dim-1)
+			out[ax] = max(0, (start-end-s-1)/(-s))
+		}
+		first[ax], step[ax] = start, s
+	}
+	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
+		for ax := range c {
+			c[ax] = first[ax] + c[ax]*step[ax]
+		}
+		return true
+	}, 0)
+}
+
+// split is Split: the sizes are attribute split before opset 13 and input 1 from opset 13 on;
+// without them the axis is split into equal parts, one per output.
+func (b *builder) split(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	in := v.shape()
+	axis, err := normAxis(int(n.attrInt("axis", 0)), len(in))
+	if err != nil {
+		return err
+	}
+	sizes, err := b.intsInput(n, 1, "split", 13)
+	if err != nil {
+		return err
+	}
+	if sizes == nil {
+		parts := len(n.Outputs)
+		if k := n.attrInt("num_outputs", 0); k > 0 {
+			parts = int(k)
+		}
+		each := (in[axis] + parts - 1) / parts
+		for rest := in[axis]; rest > 0; rest -= each {
+			sizes = append(sizes, min(each, rest))
+		}
+	}
+	if len(sizes) != len(n.Outputs) {
+		return fmt.Errorf("Split into %v along axis %d has %d outputs", sizes, axis, len(n.Outputs))
+	}
+	if slices.Min(sizes) < 0 || sumInts(sizes) != in[axis] {
+		return fmt.Errorf("Split sizes %v do not add up to dimension %d (%d)", sizes, axis, in[axis])
+	}
+	offset := 0
+	for i, name := range n.Outputs {
+		off := offset
+		offset += sizes[i]
+		if name == "" || !b.m.isRead(name) {
+			continue
+		}
+		out := slices.Clone(in)
+		out[axis] = sizes[i]
+		if err := b.move(n, name, v, out, func(c []int) bool { c[axis] += off; return true }, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sumInts(v []int) int {
+	s := 0
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+// pad is Pad in constant mode: pads and value are attributes before opset 11, inputs 1 and 2
+// from opset 11 on (with optional axes, input 3, from opset 18). Negative pads crop.
+func (b *builder) pad(n *Node) error {
+	v, err := b.need(n, 0)
+	if err != nil {
+		return err
+	}
+	in := v.shape()
+	if mode := n.attrString("mode", "constant"); mode != "constant" {
+		return fmt.Errorf("Pad mode %q: only constant is %w", mode, ErrUnsupported)
+	}
+	pads, err := b.intsInput(n, 1, "pads", 11)
+	if err != nil {
+		return err
+	}
+	fill := n.attrFloat("value", 0)
+	if b.m.Opset >= 11 {
+		if fill, err = b.scalarInput(n, 2, 0); err != nil {
+			return err
+		}
+	}
+	axes, err := b.intsInput(n, 3, "", 18)
+	if err != nil {
+		return err
+	}
+	if axes == nil {
+		for i := range in {
+			axes = append(axes, i)
+		}
+	}
+	if axes, err = axesOf(axes, len(in)); err != nil {
+		return err
+	}
+	if len(pads) != 2*len(axes) {
+		return fmt.Errorf("Pad has %d pads for %d axes", len(pads), len(axes))
+	}
+	begin := make([]int, len(in))
+	out := slices.Clone(in)
+	for i, ax := range axes {
+		begin[ax] = pads[i]
+		out[ax] += pads[i] + pads[i+len(axes)]
+		if out[ax] < 0 {
+			return fmt.Errorf("Pad %v leaves axis %d of %v negative", pads, ax, in)
+		}
+	}
+	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
+		for ax := range c {
+			c[ax] -= begin[ax]
+			if c[ax] < 0 || c[ax] >= in[ax] {
+				return false
+			}
+		}
+		return true
+	}, float32(fill))
+}
+
+// transposeND is a Transpose of any rank but a weight's 2-D one: an index map (the channel
+// shuffle of ShuffleNet transposes a 5-D tensor).
+func (b *builder) transposeND(n *Node, v value, perm []int) error {
+	in := v.shape()
+	if len(perm) != len(in) {
+		return fmt.Errorf("Transpose perm %v for rank %d", perm, len(in))
+	}
+	if _, err := axesOf(perm, len(in)); err != nil {
+		return err
+	}
+	out := make([]int, len(in))
+	for i, p := range perm {
+		out[i] = in[p]
+	}
+	src := make([]int, len(in))
+	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
+		for i, p := range perm {
+			src[p] = c[i]
+		}
+		copy(c, src)
+		return true
+	}, 0)
+}
+
+// concatKernel concatenates its inputs along one axis.
+type concatKernel struct {
+	axis int
+}
+
+func (k *concatKernel) name() string { return fmt.Sprintf("Concat(%d)", k.axis) }
+
+// blocks returns, for shapes concatenated along the axis, the number of outer blocks and each
+// input's contiguous run per block.
+func (k *concatKernel) blocks(in []tensor.Shape) (int, []int) {
+	outer := prod(in[0][:k.axis])
+	runs := make([]int, len(in))
+	for i, s := range in {
+		runs[i] = prod(s[k.axis:])
+	}
+	return outer, runs
+}
+
+func (k *concatKernel) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	out := in[0].Clone()
+	if k.axis >= out.Dims() {
+		return nil, fmt.Errorf("Concat axis %d of rank-%d inputs", k.axis, out.Dims())
+	}
+	for _, s := range in[1:] {
+		if s.Dims() != out.Dims() {
+			return nil, fmt.Errorf("Concat of shapes %v and %v", in[0], s)
+		}
+		for ax := range s {
+			if ax != k.axis && s[ax] != out[ax] {
+				return nil, fmt.Errorf("Concat along axis %d of shapes %v and %v", k.axis, in[0], s)
+			}
+		}
+		out[k.axis] += s[k.axis]
+	}
+	return out, nil
+}
+
+func (k *concatKernel) differentiable(int) bool { return true }
+
+func (k *concatKernel) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	outer, runs := k.blocks(shapes)
+	o := 0
+	for blk := 0; blk < outer; blk++ {
+		for i, r := range runs {
+			o += copy(out[o:o+r], in[i][blk*r:(blk+1)*r])
+		}
+	}
+	return nil
+}
+
+func (k *concatKernel) backward(i int, _ [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	outer, runs := k.blocks(shapes)
+	width := sumInts(runs)
+	at := sumInts(runs[:i])
+	r := runs[i]
+	for blk := 0; blk < outer; blk++ {
+		copy(dIn[blk*r:(blk+1)*r], dOut[blk*width+at:blk*width+at+r])
+	}
+	return nil
+}
+
+// reduceMean is ReduceMean: axes are an attribute before opset 18 and input 1 from opset 18 on;
+// no axes reduce all of them (unless noop_with_empty_axes).
+func (b *builder) reduceMean(n *Node) error {
+	x, err := b.sym(n, 0)
+	if err != nil {
+		return err
+	}
+	in := []int(x.Shape())
+	axes, err := b.intsInput(n, 1, "axes", 18)
+	if err != nil {
+		return err
+	}
+	if len(axes) == 0 {
+		if n.attrInt("noop_with_empty_axes", 0) == 1 {
+			b.set(n, value{node: x})
+			return nil
+		}
+		for i := range in {
+			axes = append(axes, i)
+		}
+	}
+	if axes, err = axesOf(axes, len(in)); err != nil {
+		return err
+	}
+	k := &reduceKernel{inShape: tensor.Shape(in).Clone(), keep: n.attrInt("keepdims", 1) == 1}
+	k.reduced = make([]bool, len(in))
+	for _, a := range axes {
+		k.reduced[a] = true
+	}
+	y, err := applyKernel(k, x)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
+
+// reduceKernel is the mean over a set of axes.
+type reduceKernel struct {
+	inShape tensor.Shape
+	reduced []bool
+	keep    bool
+	idx     []int32 // output element of every input element
+	count   int
+}
+
+func (k *reduceKernel) name() string { return fmt.Sprintf("ReduceMean%v", k.reduced) }
+
+func (k *reduceKernel) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	if !in[0].Eq(k.inShape) {
+		return nil, fmt.Errorf("ReduceMean: input %v, built for %v", in[0], k.inShape)
+	}
+	var out tensor.Shape
+	for ax, d := range k.inShape {
+		switch {
+		case !k.reduced[ax]:
+			out = append(out, d)
+		case k.keep:
+			out = append(out, 1)
+		}
+	}
+	return out, nil
+}
+
+// mapping returns the output element of every input element and the number of input elements
+// each output averages.
+func (k *reduceKernel) mapping() ([]int32, int) {
+	if k.idx == nil {
+		kept := slices.Clone([]int(k.inShape))
+		k.count = 1
+		for ax, r := range k.reduced {
+			if r {
+				kept[ax] = 1
+				k.count *= k.inShape[ax]
+			}
+		}
+		st := strides(kept)
+		k.idx = make([]int32, k.inShape.TotalSize())
+		coord := make([]int, len(kept))
+		for i := range k.idx {
+			off := 0
+			for ax, c := range coord {
+				if !k.reduced[ax] {
+					off += c * st[ax]
+				}
+			}
+			k.idx[i] = int32(off)
+			for ax := len(coord) - 1; ax >= 0; ax-- {
+				if coord[ax]++; coord[ax] < k.inShape[ax] {
+					break
+				}
+				coord[ax] = 0
+			}
+		}
+	}
+	return k.idx, k.count
+}
+
+func (k *reduceKernel) differentiable(int) bool { return true }
+
+func (k *reduceKernel) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
+	idx, count := k.mapping()
+	sums := make([]float64, len(out))
+	for i, v := range in[0] {
+		sums[idx[i]] += float64(v)
+	}
+	for o, s := range sums {
+		out[o] = float32(s / float64(count))
+	}
+	return nil
+}
+
+func (k *reduceKernel) backward(_ int, _ [][]float32, _ []tensor.Shape, _, dOut, dIn []float32) error {
+	idx, count := k.mapping()
+	for i, o := range idx {
+		dIn[i] = dOut[o] / float32(count)
+	}
+	return nil
+}
+
+// batchedMatMul is MatMul of operands of rank 2 or more with numpy broadcasting of the batch
+// axes: one BLAS product per output matrix. With transB, the second operand holds B^T (the
+// weight of a Linear layer applied to a 3-D input).
+type batchedMatMul struct {
+	transB bool
+}
+
+func (k *batchedMatMul) name() string { return fmt.Sprintf("BatchedMatMul(transB=%v)", k.transB) }
+
+// dims returns m, k, n of one product.
+func (k *batchedMatMul) dims(a, b tensor.Shape) (int, int, int) {
+	m, kk := a[len(a)-2], a[len(a)-1]
+	n := b[len(b)-1]
+	if k.transB {
+		n = b[len(b)-2]
+	}
+	return m, kk, n
+}
+
+func (k *batchedMatMul) outShape(in []tensor.Shape) (tensor.Shape, error) {
+	a, b := in[0], in[1]
+	if a.Dims() < 2 || b.Dims() < 2 {
+		return nil, fmt.Errorf("MatMul of shapes %v and %v: operands of rank 1 are %w", a, b, ErrUnsupported)
+	}
+	inner := b[len(b)-2]
+	if k.transB {
+		inner = b[len(b)-1]
+	}
+	m, kk, n := k.dims(a, b)
+	if kk != inner {
+		return nil, fmt.Errorf("MatMul of shapes %v and %v (transB %v): inner dimensions differ", a, b, k.transB)
+	}
+	batch, err := broadcastShape(a[:len(a)-2], b[:len(b)-2])
+	if err != nil {
+		return nil, err
+	}
+	return append(batch, m, n), nil
+}
+
+// batches returns, for every output matrix, the matrix of a and of b it multiplies.
+func (k *batchedMatMul) batches(a, b tensor.Shape) ([]int32, []int32) {
+	ba, bb := a[:len(a)-2], b[:len(b)-2]
+	out, _ := broadcastShape(ba, bb)
+	if len(out) == 0 {
+		return []int32{0}, []int32{0}
+	}
+	return broadcastIndex(ba, out), broadcastIndex(bb, out)
+}
+
+func (k *batchedMatMul) differentiable(int) bool { return true }
+
+func (k *batchedMatMul) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
+	m, kk, n := k.dims(shapes[0], shapes[1])
+	ia, ib := k.batches(shapes[0], shapes[1])
+	tb, ldb := blas.NoTrans, n
+	if k.transB {
+		tb, ldb = blas.Trans, kk
+	}
+	for o := range ia {
+		a := in[0][int(ia[o])*m*kk : (int(ia[o])+1)*m*kk]
+		w := in[1][int(ib[o])*kk*n : (int(ib[o])+1)*kk*n]
+		blas32.Implementation().Sgemm(blas.NoTrans, tb, m, n, kk, 1, a, kk, w, ldb, 0, out[o*m*n:(o+1)*m*n], n)
+	}
+	return nil
+}
+
+func (k *batchedMatMul) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	m, kk, n := k.dims(shapes[0], shapes[1])
+	ia, ib := k.batches(shapes[0], shapes[1])
+	impl := blas32.Implementation()
+	for o := range ia {
+		a := in[0][int(ia[o])*m*kk : (int(ia[o])+1)*m*kk]
+		w := in[1][int(ib[o])*kk*n : (int(ib[o])+1)*kk*n]
+		g := dOut[o*m*n : (o+1)*m*n]
+		switch {
+		case i == 0 && k.transB: // dA = dY W, W is n x k
+			impl.Sgemm(blas.NoTrans, blas.NoTrans, m, kk, n, 1, g, n, w, kk, 1, dIn[int(ia[o])*m*kk:(int(ia[o])+1)*m*kk], kk)
+		case i == 0: // dA = dY B^T, B is k x n
+			impl.Sgemm(blas.NoTrans, blas.Trans, m, kk, n, 1, g, n, w, n, 1, dIn[int(ia[o])*m*kk:(int(ia[o])+1)*m*kk], kk)
+		case k.transB: // dW = dY^T A, n x k
+			impl.Sgemm(blas.Trans, blas.NoTrans, n, kk, m, 1, g, n, a, kk, 1, dIn[int(ib[o])*kk*n:(int(ib[o])+1)*kk*n], kk)
+		default: // dB = A^T dY, k x n
+			impl.Sgemm(blas.Trans, blas.NoTrans, kk, n, m, 1, a, kk, g, n, 1, dIn[int(ib[o])*kk*n:(int(ib[o])+1)*kk*n], n)
+		}
+	}
+	return nil
+}
+
+// matmulND adds a MatMul whose operands are not both 2-D.
+func (b *builder) matmulND(n *Node, a, w *G.Node, transB bool) error {
+	y, err := applyKernel(&batchedMatMul{transB: transB}, a, w)
+	if err != nil {
+		return err
+	}
+	b.set(n, value{node: y})
+	return nil
+}
