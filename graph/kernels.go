@@ -132,15 +132,18 @@ func (relu) backward(_ int, _ [][]float32, _ []tensor.Shape, out, dOut, dIn []fl
 
 // binaryOp is an elementwise arithmetic operator with numpy (ONNX multidirectional) broadcasting.
 type binaryOp struct {
-	op     string // Add, Sub, Mul or Div
-	ia, ib []int32
-	shape  tensor.Shape
+	op        string // Add, Sub, Mul or Div
+	ia, ib    []int32
+	shape     tensor.Shape
+	broadcast bool // an input's shape differs from the output's: gradients need both shapes
 }
 
 func (k *binaryOp) name() string { return k.op }
 
 func (k *binaryOp) outShape(in []tensor.Shape) (tensor.Shape, error) {
-	return broadcastShape(in[0], in[1])
+	out, err := broadcastShape(in[0], in[1])
+	k.broadcast = err == nil && !(in[0].Eq(out) && in[1].Eq(out))
+	return out, err
 }
 
 func (k *binaryOp) differentiable(int) bool { return true }
@@ -215,9 +218,10 @@ func broadcastIndex(in, out tensor.Shape) []int32 {
 func (k *binaryOp) overwrites(i int) bool { return i < 0 }
 
 // gradReads tells that the gradients of Add and Sub read only the output's gradient (arg 3),
-// those of Mul and Div the inputs too, never the output.
+// and the inputs' shapes when they broadcast; those of Mul and Div the inputs too, never the
+// output.
 func (k *binaryOp) gradReads(_, arg int) bool {
-	return arg == 3 || (arg < 2 && k.op != "Add" && k.op != "Sub")
+	return arg == 3 || (arg < 2 && (k.broadcast || (k.op != "Add" && k.op != "Sub")))
 }
 
 func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {

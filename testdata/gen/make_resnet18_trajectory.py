@@ -67,11 +67,11 @@ def main():
     ref = {"family": FAMILY, "steps": args.steps, "batch": args.batch,
            "val_images": args.ref_images, "logits": {}}
 
-    target, shape = build(FAMILY, seed=2)
+    target, shape = build(FAMILY, seed=2, calibrated=False)
     save(target, args.out, 2, 0, shape)
     ref["logits"]["seed2/ckpt_000"] = logits_of(target, xref)
 
-    model, shape = build(FAMILY, seed=1)
+    model, shape = build(FAMILY, seed=1, calibrated=False)
     save(model, args.out, 1, 0, shape)
     ref["logits"]["seed1/ckpt_000"] = logits_of(model, xref)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)

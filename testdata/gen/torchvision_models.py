@@ -79,13 +79,15 @@ FAMILIES = {
 }
 
 
-def build(name, seed=0):
+def build(name, seed=0, calibrated=True):
     """The family's model with PyTorch's default initialization for seed, in eval mode, its
-    BatchNorm running statistics calibrated (see calibrate)."""
+    BatchNorm running statistics calibrated (see calibrate) unless calibrated is False (then they
+    are PyTorch's initial ones, as in a run's first checkpoint)."""
     make, shape = FAMILIES[name]
     torch.manual_seed(seed)
     model = make()
-    calibrate(model, shape, seed)
+    if calibrated:
+        calibrate(model, shape, seed)
     return model.eval(), shape
 
 
