@@ -235,6 +235,15 @@ def export(model, path, opset, training=False, constant_folding=True):
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     proto = onnx.load(path)
+    if restore_state(proto, model):
+        onnx.save(proto, path)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def restore_state(proto, model):
+    """Rewrite every initializer of proto named after an entry of model's state dict with the
+    model's own value; report whether any differed."""
     state = model.state_dict()
     patched = False
     for init in proto.graph.initializer:
@@ -243,10 +252,7 @@ def export(model, path, opset, training=False, constant_folding=True):
             if not np.array_equal(numpy_helper.to_array(init), want):
                 init.CopyFrom(numpy_helper.from_array(want, init.name))
                 patched = True
-    if patched:
-        onnx.save(proto, path)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+    return patched
 
 
 def op_counts(proto):

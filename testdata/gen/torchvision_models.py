@@ -38,6 +38,9 @@ import torch
 import torchvision
 from onnx import helper, numpy_helper
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import restore_state  # noqa: E402
+
 
 def cifar_resnet18(num_classes=10, in_channels=3):
     """ResNet-18 as in the paper's CIFAR-10 experiments: 3x3 stride-1 stem, no max-pool."""
@@ -156,17 +159,8 @@ def export(model, path, shape, mode="eval", opset=13, batch=2):
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     proto = onnx.load(path)
-    if mode == "train":
-        state = model.state_dict()
-        patched = False
-        for init in proto.graph.initializer:
-            if init.name in state:
-                want = state[init.name].detach().cpu().numpy()
-                if not np.array_equal(numpy_helper.to_array(init), want):
-                    init.CopyFrom(numpy_helper.from_array(want, init.name))
-                    patched = True
-        if patched:
-            onnx.save(proto, path)
+    if mode == "train" and restore_state(proto, model):
+        onnx.save(proto, path)
     onnx.checker.check_model(path, full_check=True)
     return proto
 
