@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // benchSizes are the matrix sizes of BenchmarkAssign and BenchmarkAssignWarm, the same as in
@@ -93,8 +95,8 @@ func BenchmarkMatcherSolve(b *testing.B) {
 	const in, hidden, out = 784, 4096, 10
 	rng := rand.New(rand.NewPCG(5, 6))
 	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{Param: "W1", Axis: 0, Block: 1}, {Param: "b1", Axis: 0, Block: 1}, {Param: "W2", Axis: 1, Block: 1}}}}}
-	mk := func() Params {
-		return Params{"W1": randTensor(rng, hidden, in), "b1": randTensor(rng, hidden), "W2": randTensor(rng, out, hidden)}
+	mk := func() params.Set {
+		return params.Set{"W1": randTensor(rng, hidden, in), "b1": randTensor(rng, hidden), "W2": randTensor(rng, out, hidden)}
 	}
 	m := NewMatcher(spec, MatcherOptions{Seed: 1})
 	if err := m.Add(1, mk(), mk()); err != nil {
@@ -180,7 +182,7 @@ func BenchmarkScore(b *testing.B) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	spec := Spec{Groups: []Group{{Name: "hidden", Size: hidden, Members: []Member{{Param: "fc1", Axis: 0, Block: 1}, {Param: "fc2", Axis: 1, Block: 1}}}}}
 	operand := func() Operand {
-		return Operand{Params: Params{"fc2": randTensor(rng, out, hidden)},
+		return Operand{Params: params.Set{"fc2": randTensor(rng, out, hidden)},
 			LowRank: map[string]*LowRank{"fc1": randLowRank(rng, hidden, in, batch)}}
 	}
 	for _, c := range []struct {
@@ -193,8 +195,8 @@ func BenchmarkScore(b *testing.B) {
 			for range c.pairs {
 				t, s := operand(), operand()
 				if c.dense {
-					t = Operand{Params: Params{"fc1": t.LowRank["fc1"].Dense(), "fc2": t.Params["fc2"]}}
-					s = Operand{Params: Params{"fc1": s.LowRank["fc1"].Dense(), "fc2": s.Params["fc2"]}}
+					t = Operand{Params: params.Set{"fc1": t.LowRank["fc1"].Dense(), "fc2": t.Params["fc2"]}}
+					s = Operand{Params: params.Set{"fc1": s.LowRank["fc1"].Dense(), "fc2": s.Params["fc2"]}}
 				}
 				if err := m.AddOperands(1, t, s); err != nil {
 					b.Fatal(err)

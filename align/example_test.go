@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 func ExampleAssign() {
@@ -24,7 +25,7 @@ func ExampleMatcher() {
 		Name: "hidden", Size: 3,
 		Members: []align.Member{{Param: "W1", Axis: 0, Block: 1}, {Param: "W2", Axis: 1, Block: 1}},
 	}}}
-	source := align.Params{
+	source := params.Set{
 		"W1": {Shape: []int{3, 2}, Data: []float32{1, 0, 0, 2, 3, 3}},
 		"W2": {Shape: []int{2, 3}, Data: []float32{1, 2, 3, 4, 5, 6}},
 	}

@@ -4,15 +4,17 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // randTensor returns a tensor of the given shape with standard normal entries.
-func randTensor(rng *rand.Rand, shape ...int) *Tensor {
+func randTensor(rng *rand.Rand, shape ...int) *params.Tensor {
 	n := 1
 	for _, d := range shape {
 		n *= d
 	}
-	t := &Tensor{Shape: shape, Data: make([]float32, n)}
+	t := &params.Tensor{Shape: shape, Data: make([]float32, n)}
 	for i := range t.Data {
 		t.Data[i] = float32(rng.NormFloat64())
 	}
@@ -28,8 +30,8 @@ func mlpSpec(h1, h2 int) Spec {
 }
 
 // mlpParams returns random MLP parameters matching mlpSpec, plus an untouched output bias b3.
-func mlpParams(rng *rand.Rand, in, h1, h2, out int) Params {
-	return Params{
+func mlpParams(rng *rand.Rand, in, h1, h2, out int) params.Set {
+	return params.Set{
 		"W1": randTensor(rng, h1, in),
 		"b1": randTensor(rng, h1),
 		"W2": randTensor(rng, h2, h1),
@@ -48,8 +50,8 @@ func convSpec(c int) Spec {
 }
 
 // convParams returns random parameters matching convSpec.
-func convParams(rng *rand.Rand, c int) Params {
-	return Params{
+func convParams(rng *rand.Rand, c int) params.Set {
+	return params.Set{
 		"C1": randTensor(rng, c, 1, 3, 3),
 		"bc": randTensor(rng, c),
 		"D":  randTensor(rng, 10, c*4),
@@ -69,12 +71,12 @@ func segSpec() Spec {
 }
 
 // segParams returns random parameters matching segSpec.
-func segParams(rng *rand.Rand) Params {
-	return Params{"Wa": randTensor(rng, 3, 4), "Wb": randTensor(rng, 2, 3), "R": randTensor(rng, 6, 7), "K": randTensor(rng, 4, 2)}
+func segParams(rng *rand.Rand) params.Set {
+	return params.Set{"Wa": randTensor(rng, 3, 4), "Wb": randTensor(rng, 2, 3), "R": randTensor(rng, 6, 7), "K": randTensor(rng, 4, 2)}
 }
 
 // paramsEqual reports whether a and b hold the same names with equal shapes and data.
-func paramsEqual(a, b Params) bool {
+func paramsEqual(a, b params.Set) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -88,9 +90,9 @@ func paramsEqual(a, b Params) bool {
 }
 
 // mustApply applies p and fails the test on error.
-func mustApply(t *testing.T, p Perm, s Spec, params Params) Params {
+func mustApply(t *testing.T, p Perm, s Spec, ps params.Set) params.Set {
 	t.Helper()
-	out, err := p.Apply(s, params)
+	out, err := p.Apply(s, ps)
 	if err != nil {
 		t.Fatal(err)
 	}

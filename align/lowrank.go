@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/ltransfer/ltransfer/params"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 )
@@ -21,10 +22,9 @@ type LowRank struct {
 	U, V  []float32
 }
 
-// Operand is one side of a Matcher pair: every parameter named by the spec, held either dense in
-// Params or as a low-rank product in LowRank. Other parameters of either map are ignored.
+// Operand is one side of a Matcher pair: every parameter named by the spec, held either dense in// Params or as a low-rank product in LowRank. Other parameters of either map are ignored.
 type Operand struct {
-	Params  Params
+	Params  params.Set
 	LowRank map[string]*LowRank
 }
 
@@ -41,9 +41,9 @@ func (l *LowRank) check() error {
 }
 
 // Dense returns the matrix U^T V as a dense tensor (accumulated in float64, rounded once).
-func (l *LowRank) Dense() *Tensor {
+func (l *LowRank) Dense() *params.Tensor {
 	rows, cols := l.Shape[0], l.Shape[1]
-	out := &Tensor{Shape: slices.Clone(l.Shape), Data: make([]float32, rows*cols)}
+	out := &params.Tensor{Shape: slices.Clone(l.Shape), Data: make([]float32, rows*cols)}
 	acc := make([]float64, cols)
 	for i := 0; i < rows; i++ {
 		l.row(i, nil, acc)

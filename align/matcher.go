@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // MatcherOptions configures a Matcher. Zero values select the defaults.
@@ -87,7 +89,7 @@ type pair struct {
 
 // operand is one parameter of one side of a pair: dense or low rank, with its squared norm.
 type operand struct {
-	dense *Tensor
+	dense *params.Tensor
 	lr    *LowRank
 	norm  float64
 }
@@ -144,7 +146,7 @@ func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
 // named by the spec, valid for the spec, with finite values and the same shape in both (and in
 // every pair added before); other parameters are ignored. The tensors are retained, not copied:
 // do not modify them while the Matcher is in use.
-func (m *Matcher) Add(w float64, target, source Params) error {
+func (m *Matcher) Add(w float64, target, source params.Set) error {
 	return m.AddOperands(w, Operand{Params: target}, Operand{Params: source})
 }
 
@@ -213,7 +215,7 @@ func (o Operand) shape(name string) ([]int, error) {
 	case dense && t != nil && low && l != nil:
 		return nil, errors.New("given both dense and low rank")
 	case dense && t != nil:
-		return t.Shape, t.check()
+		return t.Shape, t.Check()
 	case low && l != nil:
 		return l.Shape, l.check()
 	}

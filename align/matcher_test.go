@@ -6,12 +6,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // weightedPair is one (w, target, source) input of a Matcher.
 type weightedPair struct {
 	w              float64
-	target, source Params
+	target, source params.Set
 }
 
 // directObjective computes sum_p w_p ||target_p - Apply(pi, source_p)||^2 over the parameters
@@ -56,13 +58,13 @@ func TestMatcherRecoversPlanted(t *testing.T) {
 	cases := []struct {
 		name   string
 		spec   Spec
-		params func() Params
+		params func() params.Set
 		pairs  int
 	}{
-		{"mlp", mlpSpec(12, 9), func() Params { return mlpParams(rng, 16, 12, 9, 4) }, 1},
-		{"mlp-3-pairs", mlpSpec(10, 10), func() Params { return mlpParams(rng, 6, 10, 10, 3) }, 3},
-		{"conv-block", convSpec(8), func() Params { return convParams(rng, 8) }, 1},
-		{"offsets-repeats", segSpec(), func() Params { return segParams(rng) }, 2},
+		{"mlp", mlpSpec(12, 9), func() params.Set { return mlpParams(rng, 16, 12, 9, 4) }, 1},
+		{"mlp-3-pairs", mlpSpec(10, 10), func() params.Set { return mlpParams(rng, 6, 10, 10, 3) }, 3},
+		{"conv-block", convSpec(8), func() params.Set { return convParams(rng, 8) }, 1},
+		{"offsets-repeats", segSpec(), func() params.Set { return segParams(rng) }, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -182,7 +184,7 @@ func TestMatcherErrors(t *testing.T) {
 	cases := []struct {
 		name           string
 		w              float64
-		target, source Params
+		target, source params.Set
 		want           string
 	}{
 		{"negative weight", -1, good, good, "align: matcher: add: weight -1, want finite and >= 0"},
@@ -221,7 +223,7 @@ func TestMatcherErrors(t *testing.T) {
 	}
 
 	// Scores that overflow float64 are reported, not solved.
-	big := Params{"v": {Shape: []int{2}, Data: []float32{3e38, 3e38}}}
+	big := params.Set{"v": {Shape: []int{2}, Data: []float32{3e38, 3e38}}}
 	mo := NewMatcher(Spec{Groups: []Group{{Name: "o", Size: 2, Members: []Member{{Param: "v", Axis: 0, Block: 1}}}}}, MatcherOptions{})
 	if err := mo.Add(1e300, big, big); err != nil {
 		t.Fatal(err)
@@ -233,7 +235,7 @@ func TestMatcherErrors(t *testing.T) {
 
 	// A parameter with two axes in one group makes the subproblem quadratic: rejected.
 	sq := Spec{Groups: []Group{{Name: "r", Size: 3, Members: []Member{{Param: "R", Axis: 0, Block: 1}, {Param: "R", Axis: 1, Block: 1}}}}}
-	rp := Params{"R": randTensor(rng, 3, 3)}
+	rp := params.Set{"R": randTensor(rng, 3, 3)}
 	if err := sq.Validate(rp); err != nil {
 		t.Fatalf("Validate should accept the spec (Apply handles it): %v", err)
 	}
@@ -267,9 +269,9 @@ func TestMatcherEmptyGroupAndExtraParams(t *testing.T) {
 
 // lowRankOperand returns o with the named 2-D parameters replaced by random rank-r factors, and
 // the dense parameter set those factors expand to.
-func lowRankOperand(rng *rand.Rand, p Params, r int, names ...string) (Operand, Params) {
-	o := Operand{Params: Params{}, LowRank: map[string]*LowRank{}}
-	dense := Params{}
+func lowRankOperand(rng *rand.Rand, p params.Set, r int, names ...string) (Operand, params.Set) {
+	o := Operand{Params: params.Set{}, LowRank: map[string]*LowRank{}}
+	dense := params.Set{}
 	for name, t := range p {
 		o.Params[name], dense[name] = t, t
 	}
@@ -288,19 +290,19 @@ func TestMatcherLowRankMatchesDense(t *testing.T) {
 	// The offsets-and-repeats spec gives the factored scores members that own part of an axis.
 	rng := rand.New(rand.NewPCG(41, 42))
 	for trial := 0; trial < 6; trial++ {
-		s, draw := mlpSpec(30, 24), func() (Operand, Params) {
+		s, draw := mlpSpec(30, 24), func() (Operand, params.Set) {
 			return lowRankOperand(rng, mlpParams(rng, 40, 30, 24, 5), 3, "W1", "W2")
 		}
 		if trial%2 == 1 {
-			s, draw = segSpec(), func() (Operand, Params) { return lowRankOperand(rng, segParams(rng), 1, "R", "Wa") }
+			s, draw = segSpec(), func() (Operand, params.Set) { return lowRankOperand(rng, segParams(rng), 1, "R", "Wa") }
 		}
 		var ops [2][]Operand
-		var dense [2][]Params
+		var dense [2][]params.Set
 		planted := Random(s, rng)
 		for k := 0; k < 3; k++ {
 			src, srcDense := draw()
 			tgtDense := mustApply(t, planted, s, srcDense)
-			tgt := Operand{Params: Params{}, LowRank: map[string]*LowRank{}}
+			tgt := Operand{Params: params.Set{}, LowRank: map[string]*LowRank{}}
 			for name := range src.Params {
 				tgt.Params[name] = tgtDense[name]
 			}
@@ -467,7 +469,7 @@ func TestObjectiveLowRankForms(t *testing.T) {
 	s := mlpSpec(12, 9)
 	to, td := lowRankOperand(rng, mlpParams(rng, 10, 12, 9, 3), 2, "W1", "W2")
 	so, sd := lowRankOperand(rng, mlpParams(rng, 10, 12, 9, 3), 3, "W1", "W2")
-	dense := func(p Params) Operand { return Operand{Params: p} }
+	dense := func(p params.Set) Operand { return Operand{Params: p} }
 	for trial := 0; trial < 3; trial++ {
 		pi := Random(s, rng)
 		want := directObjective(t, s, pi, []weightedPair{{2, td, sd}})

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Perm holds one permutation per group, in Spec order: p[g][i] is the input index that output
@@ -135,29 +137,29 @@ func (p Perm) clone() Perm {
 	return r
 }
 
-// Apply returns a new Params where, for every member axis, the positions of output element i
+// Apply returns a new parameter set where, for every member axis, the positions of output element i
 // take those of input element p[g][i] (see Member): with Block b (and Offset 0, Repeat 1),
 // positions i*b..i*b+b-1 of the axis take positions p[g][i]*b..p[g][i]*b+b-1 of the input, in
 // order; positions no member owns keep their values. Every parameter named by the spec gets a new
-// Tensor (fresh Shape and Data); parameters the spec does not name are shared: the result holds
-// the same *Tensor pointer as params. params itself is not modified. It fails if s does not
-// validate against params or p does not validate against s.
-func (p Perm) Apply(s Spec, params Params) (Params, error) {
-	if err := s.validate(params); err != nil {
+// tensor (fresh Shape and Data); parameters the spec does not name are shared: the result holds
+// the same *params.Tensor pointer as ps. ps itself is not modified. It fails if s does not
+// validate against ps or p does not validate against s.
+func (p Perm) Apply(s Spec, ps params.Set) (params.Set, error) {
+	if err := s.validate(ps); err != nil {
 		return nil, fmt.Errorf("align: apply: spec: %w", err)
 	}
 	if err := p.validate(s); err != nil {
 		return nil, fmt.Errorf("align: apply: perm: %w", err)
 	}
-	out := make(Params, len(params))
-	for name, t := range params {
+	out := make(params.Set, len(ps))
+	for name, t := range ps {
 		out[name] = t
 	}
 	for name, axes := range s.paramAxes() {
-		t := params[name]
+		t := ps[name]
 		data := make([]float32, len(t.Data))
 		gather(data, t.Data, 0, p.offsetTables(t.Shape, axes, -1))
-		out[name] = &Tensor{Shape: slices.Clone(t.Shape), Data: data}
+		out[name] = &params.Tensor{Shape: slices.Clone(t.Shape), Data: data}
 	}
 	return out, nil
 }
@@ -167,7 +169,7 @@ func (p Perm) Apply(s Spec, params Params) (Params, error) {
 // does not name are copied unchanged). dst's tensors must not share memory with src's. It
 // fails, leaving dst unchanged, under the conditions of Apply or when dst lacks a parameter or
 // has another shape.
-func (p Perm) ApplyInto(s Spec, dst, src Params) error {
+func (p Perm) ApplyInto(s Spec, dst, src params.Set) error {
 	if err := s.validate(src); err != nil {
 		return fmt.Errorf("align: apply: spec: %w", err)
 	}

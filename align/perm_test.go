@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 func TestIdentityRandom(t *testing.T) {
@@ -92,13 +94,13 @@ func TestInverseCompose(t *testing.T) {
 func TestApplySemantics(t *testing.T) {
 	// W[3,2] rows permuted by group g (size 3), v[3] too; b[2] untouched.
 	s := Spec{Groups: []Group{{Name: "g", Size: 3, Members: []Member{{Param: "W", Axis: 0, Block: 1}, {Param: "v", Axis: 0, Block: 1}}}}}
-	b := &Tensor{Shape: []int{2}, Data: []float32{7, 8}}
-	params := Params{
+	b := &params.Tensor{Shape: []int{2}, Data: []float32{7, 8}}
+	ps := params.Set{
 		"W": {Shape: []int{3, 2}, Data: []float32{0, 1, 10, 11, 20, 21}},
 		"v": {Shape: []int{3}, Data: []float32{0, 1, 2}},
 		"b": b,
 	}
-	out := mustApply(t, Perm{{2, 0, 1}}, s, params)
+	out := mustApply(t, Perm{{2, 0, 1}}, s, ps)
 	if want := []float32{20, 21, 0, 1, 10, 11}; !slices.Equal(out["W"].Data, want) {
 		t.Fatalf("W = %v, want %v (output row i takes input row p[i])", out["W"].Data, want)
 	}
@@ -108,11 +110,11 @@ func TestApplySemantics(t *testing.T) {
 	if out["b"] != b {
 		t.Fatal("untouched parameter is not shared")
 	}
-	if out["W"] == params["W"] || params["W"].Data[0] != 0 {
+	if out["W"] == ps["W"] || ps["W"].Data[0] != 0 {
 		t.Fatal("touched parameter shared or input modified")
 	}
 	out["W"].Shape[0] = 99
-	if params["W"].Shape[0] != 3 {
+	if ps["W"].Shape[0] != 3 {
 		t.Fatal("result shares its Shape slice with the input")
 	}
 }
@@ -120,11 +122,11 @@ func TestApplySemantics(t *testing.T) {
 func TestApplyBlock(t *testing.T) {
 	// D[2, 6] axis 1 in blocks of 3 (group size 2), C[2] axis 0.
 	s := Spec{Groups: []Group{{Name: "c", Size: 2, Members: []Member{{Param: "C", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 3}}}}}
-	params := Params{
+	ps := params.Set{
 		"C": {Shape: []int{2}, Data: []float32{0, 1}},
 		"D": {Shape: []int{2, 6}, Data: []float32{0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15}},
 	}
-	out := mustApply(t, Perm{{1, 0}}, s, params)
+	out := mustApply(t, Perm{{1, 0}}, s, ps)
 	if want := []float32{3, 4, 5, 0, 1, 2, 13, 14, 15, 10, 11, 12}; !slices.Equal(out["D"].Data, want) {
 		t.Fatalf("D = %v, want %v", out["D"].Data, want)
 	}
@@ -141,11 +143,11 @@ func TestApplyOffsetRepeat(t *testing.T) {
 		{Name: "b", Size: 2, Members: []Member{{Param: "X", Axis: 0, Block: 2, Offset: 3}}},
 		{Name: "t", Size: 2, Members: []Member{{Param: "Y", Axis: 0, Block: 1, Offset: 1, Repeat: 3}}},
 	}}
-	params := Params{
+	ps := params.Set{
 		"X": {Shape: []int{7}, Data: []float32{0, 1, 2, 3, 4, 5, 6}},
 		"Y": {Shape: []int{8}, Data: []float32{0, 1, 2, 3, 4, 5, 6, 7}},
 	}
-	out := mustApply(t, Perm{{2, 0, 1}, {1, 0}, {1, 0}}, s, params)
+	out := mustApply(t, Perm{{2, 0, 1}, {1, 0}, {1, 0}}, s, ps)
 	if want := []float32{2, 0, 1, 5, 6, 3, 4}; !slices.Equal(out["X"].Data, want) {
 		t.Fatalf("X = %v, want %v", out["X"].Data, want)
 	}
@@ -159,7 +161,7 @@ func TestApplyProperties(t *testing.T) {
 	cases := []struct {
 		name   string
 		spec   Spec
-		params Params
+		params params.Set
 	}{
 		{"mlp", mlpSpec(6, 5), mlpParams(rng, 4, 6, 5, 3)},
 		{"conv-block", convSpec(5), convParams(rng, 5)},
@@ -189,11 +191,11 @@ func TestApplyProperties(t *testing.T) {
 func TestApplyErrors(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	s := mlpSpec(4, 3)
-	params := mlpParams(rng, 2, 4, 3, 2)
-	if _, err := Identity(s).Apply(mlpSpec(5, 3), params); err == nil || !strings.Contains(err.Error(), "align: apply: spec: ") {
+	ps := mlpParams(rng, 2, 4, 3, 2)
+	if _, err := Identity(s).Apply(mlpSpec(5, 3), ps); err == nil || !strings.Contains(err.Error(), "align: apply: spec: ") {
 		t.Fatalf("bad spec: %v", err)
 	}
-	if _, err := (Perm{{0, 1, 2, 2}, {0, 1, 2}}).Apply(s, params); err == nil ||
+	if _, err := (Perm{{0, 1, 2, 2}, {0, 1, 2}}).Apply(s, ps); err == nil ||
 		!strings.Contains(err.Error(), `align: apply: perm: group 0 ("h1"): value 2 appears twice`) {
 		t.Fatalf("bad perm: %v", err)
 	}
@@ -206,9 +208,9 @@ func TestApplyInto(t *testing.T) {
 	src["other"] = randTensor(rng, 3)
 	p := Random(s, rng)
 	want := mustApply(t, p, s, src)
-	dst := Params{}
+	dst := params.Set{}
 	for name, x := range src {
-		dst[name] = &Tensor{Shape: slices.Clone(x.Shape), Data: make([]float32, len(x.Data))}
+		dst[name] = &params.Tensor{Shape: slices.Clone(x.Shape), Data: make([]float32, len(x.Data))}
 	}
 	if err := p.ApplyInto(s, dst, src); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // naiveScore computes the score matrix of group g element by element: for every member
@@ -53,7 +55,7 @@ func randLowRank(rng *rand.Rand, rows, cols, r int) *LowRank {
 }
 
 // absDense returns |U|^T |V|, the elementwise bound of the products that make up U^T V.
-func absDense(l *LowRank) *Tensor {
+func absDense(l *LowRank) *params.Tensor {
 	a := &LowRank{Shape: l.Shape, Rank: l.Rank, U: make([]float32, len(l.U)), V: make([]float32, len(l.V))}
 	for i, v := range l.U {
 		a.U[i] = float32(math.Abs(float64(v)))
@@ -82,8 +84,8 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 		{Name: "c2", Size: 7, Members: []Member{{Param: "K2", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 6}}},
 		{Name: "h", Size: 3, Members: []Member{{Param: "D", Axis: 0, Block: 1}, {Param: "E", Axis: 1, Block: 1}, {Param: "F", Axis: 0, Block: 1}}},
 	}}
-	mk := func() Params {
-		return Params{
+	mk := func() params.Set {
+		return params.Set{
 			"K1": randTensor(rng, 5, 2, 3, 3),
 			"k1": randTensor(rng, 5),
 			"K2": randTensor(rng, 7, 5, 3, 3),
@@ -97,8 +99,8 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 	lowRank := func() map[string]*LowRank {
 		return map[string]*LowRank{"D": randLowRank(rng, 3, 42, 2), "E": randLowRank(rng, 4, 3, 5), "F": randLowRank(rng, 3, 40, 2)}
 	}
-	dense := func(o Operand) Params {
-		p := Params{}
+	dense := func(o Operand) params.Set {
+		p := params.Set{}
 		for k, v := range o.Params {
 			p[k] = v
 		}
@@ -107,10 +109,10 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 		}
 		return p
 	}
-	bound := func(o Operand) Params {
-		p := Params{}
+	bound := func(o Operand) params.Set {
+		p := params.Set{}
 		for k, v := range o.Params {
-			a := &Tensor{Shape: v.Shape, Data: make([]float32, len(v.Data))}
+			a := &params.Tensor{Shape: v.Shape, Data: make([]float32, len(v.Data))}
 			for i, x := range v.Data {
 				a.Data[i] = float32(math.Abs(float64(x)))
 			}
@@ -121,8 +123,8 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 		}
 		return p
 	}
-	split := func(p Params, low map[string]*LowRank) Operand {
-		o := Operand{Params: Params{}, LowRank: low}
+	split := func(p params.Set, low map[string]*LowRank) Operand {
+		o := Operand{Params: params.Set{}, LowRank: low}
 		for k, v := range p {
 			if low[k] == nil {
 				o.Params[k] = v

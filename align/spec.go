@@ -3,17 +3,9 @@ package align
 import (
 	"errors"
 	"fmt"
-	"math"
+
+	"github.com/ltransfer/ltransfer/params"
 )
-
-// Tensor is a dense row-major float32 tensor. len(Data) must equal the product of Shape.
-type Tensor struct {
-	Shape []int
-	Data  []float32
-}
-
-// Params maps parameter names to tensors.
-type Params map[string]*Tensor
 
 // Member is one axis of one parameter that a group permutes, through an index map of the axis:
 // group element i owns the positions
@@ -60,7 +52,7 @@ func (s Spec) groupLabel(gi int) string {
 // in range; Block >= 1, Offset >= 0 and Repeat >= 0; the member's positions lie inside the axis
 // (Offset + Repeat*Size*Block <= its length); and no two members (of one group or two) own
 // overlapping positions of one axis. Parameters not named by the spec are ignored.
-func (s Spec) Validate(p Params) error {
+func (s Spec) Validate(p params.Set) error {
 	if err := s.validate(p); err != nil {
 		return fmt.Errorf("align: spec: %w", err)
 	}
@@ -68,13 +60,13 @@ func (s Spec) Validate(p Params) error {
 }
 
 // validate is Validate without the package prefix.
-func (s Spec) validate(p Params) error {
+func (s Spec) validate(p params.Set) error {
 	return s.validateShapes(func(name string) ([]int, error) {
 		t, ok := p[name]
 		if !ok || t == nil {
 			return nil, errNoParam
 		}
-		if err := t.check(); err != nil {
+		if err := t.Check(); err != nil {
 			return nil, err
 		}
 		return t.Shape, nil
@@ -128,24 +120,6 @@ func (s Spec) validateShapes(shape func(name string) ([]int, error)) error {
 			}
 			owners[k] = append(owners[k], owned{gi, m.Offset, m.Offset + span})
 		}
-	}
-	return nil
-}
-
-// check reports whether the tensor's data length matches its shape.
-func (t *Tensor) check() error {
-	n := 1
-	for _, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("negative dimension in shape %v", t.Shape)
-		}
-		if d > 0 && n > math.MaxInt/d {
-			return fmt.Errorf("shape %v overflows", t.Shape)
-		}
-		n *= d
-	}
-	if len(t.Data) != n {
-		return fmt.Errorf("shape %v needs %d values, data has %d", t.Shape, n, len(t.Data))
 	}
 	return nil
 }

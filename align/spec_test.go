@@ -4,19 +4,21 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 func TestSpecValidate(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	params := mlpParams(rng, 5, 4, 3, 2)
-	params["bad"] = &Tensor{Shape: []int{4, 2}, Data: make([]float32, 7)}
-	params["nil"] = nil
-	params["D"] = randTensor(rng, 10, 12)
+	ps := mlpParams(rng, 5, 4, 3, 2)
+	ps["bad"] = &params.Tensor{Shape: []int{4, 2}, Data: make([]float32, 7)}
+	ps["nil"] = nil
+	ps["D"] = randTensor(rng, 10, 12)
 	good := mlpSpec(4, 3)
-	if err := good.Validate(params); err != nil {
+	if err := good.Validate(ps); err != nil {
 		t.Fatalf("valid spec: %v", err)
 	}
-	if err := convSpec(3).Validate(Params{"C1": randTensor(rng, 3, 1, 3, 3), "bc": randTensor(rng, 3), "D": params["D"]}); err != nil {
+	if err := convSpec(3).Validate(params.Set{"C1": randTensor(rng, 3, 1, 3, 3), "bc": randTensor(rng, 3), "D": ps["D"]}); err != nil {
 		t.Fatalf("valid block spec: %v", err)
 	}
 	if err := segSpec().Validate(segParams(rng)); err != nil {
@@ -56,7 +58,7 @@ func TestSpecValidate(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := c.spec.Validate(params)
+			err := c.spec.Validate(ps)
 			if err == nil {
 				t.Fatal("no error")
 			}

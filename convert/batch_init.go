@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/models"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // initKind is an init job: a built-in architecture (model) or an ONNX model with its
@@ -45,14 +45,14 @@ func (initKind) folder() bool { return false }
 
 func (initKind) run(_ *batchRun, j *BatchJob) error {
 	s := j.spec
-	m, params, err := drawModel(s)
+	m, ps, err := drawModel(s)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(s.Out), 0o755); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
-	return m.Save(s.Out, params)
+	return m.Save(s.Out, ps)
 }
 
 func (initKind) complete(_ *batchRun, j *BatchJob) bool {
@@ -60,16 +60,16 @@ func (initKind) complete(_ *batchRun, j *BatchJob) bool {
 	if err != nil {
 		return false
 	}
-	m, params, err := drawModel(j.spec)
+	m, ps, err := drawModel(j.spec)
 	if err != nil {
 		return false
 	}
-	want, err := m.Encode(params)
+	want, err := m.Encode(ps)
 	return err == nil && bytes.Equal(have, want)
 }
 
 // drawModel returns the model an init job writes and its parameters (nil: the model's own).
-func drawModel(s jobSpec) (*graph.Model, align.Params, error) {
+func drawModel(s jobSpec) (*graph.Model, params.Set, error) {
 	if s.Model != "" {
 		arch, err := models.Parse(s.Model)
 		if err != nil {
@@ -82,9 +82,9 @@ func drawModel(s jobSpec) (*graph.Model, align.Params, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	params, err := models.Reinit(m, *s.InitSeed)
+	ps, err := models.Reinit(m, *s.InitSeed)
 	if err != nil {
 		return nil, nil, fmt.Errorf("convert: %s: %w", s.From, err)
 	}
-	return m, params, nil
+	return m, ps, nil
 }

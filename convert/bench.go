@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
 )
 
@@ -101,7 +100,7 @@ func Bench(c BenchCase, opt Options, baseRSS int64) (*BenchResult, error) {
 // BenchResult.BufferBytes). The size of one gradient is measured on one batch, in the form the
 // transfer keeps it (dense layers' weights as factors where that is smaller).
 func bufferBytes(c BenchCase, opt Options) (int64, error) {
-	point := paramBytes(c.Init.Params)
+	point := c.Init.Params.Bytes()
 	r, err := newRunner(c.Init, opt.Batch)
 	if err != nil {
 		return 0, err
@@ -118,7 +117,7 @@ func bufferBytes(c BenchCase, opt Options) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	grad := paramBytes(g.Params)
+	grad := g.Params.Bytes()
 	for _, l := range g.LowRank {
 		grad += 4 * int64(len(l.U)+len(l.V))
 	}
@@ -172,15 +171,6 @@ func ReadRSS() (peak, current int64, err error) {
 // follows. Where that is not possible the peak stays the process's.
 func resetPeakRSS() {
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
-}
-
-// paramBytes returns the total bytes of p's tensors.
-func paramBytes(p align.Params) int64 {
-	var n int64
-	for _, t := range p {
-		n += 4 * int64(len(t.Data))
-	}
-	return n
 }
 
 // Passes are the passes BenchPass times: a training pass (forward, mean cross-entropy and the

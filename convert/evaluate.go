@@ -8,6 +8,7 @@ import (
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // runner runs one model on a data source: batches of inputs, gradients, evaluation and
@@ -28,7 +29,7 @@ func newRunner(m *graph.Model, batch int) (*runner, error) {
 }
 
 // session returns the session for n examples, with parameters p (nil: as they were).
-func (r *runner) session(n int, p align.Params) (*graph.Session, error) {
+func (r *runner) session(n int, p params.Set) (*graph.Session, error) {
 	s, ok := r.sessions[n]
 	if !ok {
 		var err error
@@ -43,21 +44,12 @@ func (r *runner) session(n int, p align.Params) (*graph.Session, error) {
 	return s, s.SetParams(p)
 }
 
-// values returns the number of values of a shape.
-func values(shape []int) int {
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	return n
-}
-
 // load reads the examples at idx from data into the runner's buffers.
 func (r *runner) load(data dataset.Source, idx []int) ([]float32, []int64, error) {
-	size := values(data.Shape())
-	if in := r.m.Input.Shape; len(in) > 0 && values(in[1:]) != size {
+	size := params.Size(data.Shape())
+	if in := r.m.Input.Shape; len(in) > 0 && params.Size(in[1:]) != size {
 		return nil, nil, fmt.Errorf("convert: the data's examples have shape %v (%d values), the model's input %q needs %v (%d values)",
-			data.Shape(), size, r.m.Input.Name, in[1:], values(in[1:]))
+			data.Shape(), size, r.m.Input.Name, in[1:], params.Size(in[1:]))
 	}
 	if need := len(idx) * size; cap(r.x) < need {
 		r.x = make([]float32, need)
@@ -74,7 +66,7 @@ func (r *runner) load(data dataset.Source, idx []int) ([]float32, []int64, error
 
 // update lets f write the parameters of the runner's main session (its batch size) in place,
 // for the next calls with nil parameters (see graph.Session.UpdateParams).
-func (r *runner) update(f func(align.Params) error) error {
+func (r *runner) update(f func(params.Set) error) error {
 	s, err := r.session(r.batch, nil)
 	if err != nil {
 		return err
@@ -87,7 +79,7 @@ func (r *runner) update(f func(align.Params) error) error {
 // given batches of data, with the weight gradients of dense layers as low-rank factors where
 // that is smaller (graph.Session.LossAndFactoredGrad): the average of g batches' factors
 // U_b^T V_b is U^T V with the U_b/g and the V_b stacked, of g times the rank.
-func (r *runner) grad(p align.Params, data dataset.Source, batches [][]int) (float64, align.Operand, error) {
+func (r *runner) grad(p params.Set, data dataset.Source, batches [][]int) (float64, align.Operand, error) {
 	var total align.Operand
 	var loss float64
 	scale := 1 / float32(len(batches))
@@ -142,7 +134,7 @@ func (r *runner) grad(p align.Params, data dataset.Source, batches [][]int) (flo
 
 // normStats returns p (nil: the parameters last written by update) with the BatchNorm running
 // statistics recomputed over the given batches.
-func (r *runner) normStats(p align.Params, data dataset.Source, batches [][]int) (align.Params, error) {
+func (r *runner) normStats(p params.Set, data dataset.Source, batches [][]int) (params.Set, error) {
 	s, err := r.session(r.batch, p)
 	if err != nil {
 		return nil, err
@@ -191,7 +183,7 @@ func (v Measured) MarshalJSON() ([]byte, error) {
 // Evaluate returns the accuracy and mean cross-entropy of model m with parameters p (nil: its
 // own) on all of data, in evaluation mode, in batches of the given size; preds, when not nil,
 // receives the predicted class of every example.
-func Evaluate(m *graph.Model, p align.Params, data dataset.Source, batch int, preds []int) (Score, error) {
+func Evaluate(m *graph.Model, p params.Set, data dataset.Source, batch int, preds []int) (Score, error) {
 	r, err := newRunner(m, max(1, min(batch, data.Len())))
 	if err != nil {
 		return Score{}, err
@@ -207,7 +199,7 @@ func Evaluate(m *graph.Model, p align.Params, data dataset.Source, batch int, pr
 // preds is not nil. Every batch runs at the runner's batch size (a short batch is padded with
 // repeats of its first example, whose outputs are dropped: in evaluation mode examples do not
 // affect each other), so one session with the parameters set once serves the whole set.
-func (r *runner) evaluate(p align.Params, data dataset.Source, preds []int) (Score, error) {
+func (r *runner) evaluate(p params.Set, data dataset.Source, preds []int) (Score, error) {
 	n := data.Len()
 	if n == 0 {
 		return Score{}, fmt.Errorf("convert: no examples to evaluate on")

@@ -14,10 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/models"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // The scenarios of an experiment: where the source and target runs start.
@@ -462,7 +462,7 @@ func (e *experiment) trainOptions(stage, dir string, epochs int, seed uint64, ev
 
 // transfer transfers the source run onto the target's starting point with method, records
 // every step, and returns the parameters of the best one and the method's summary line.
-func (e *experiment) transfer(method string) (align.Params, MethodSummary, error) {
+func (e *experiment) transfer(method string) (params.Set, MethodSummary, error) {
 	start := time.Now()
 	stage := "transfer " + method
 	opt := Options{Method: method, Steps: e.opt.Steps, Schedule: e.opt.Schedule, Batch: e.opt.Batch,
@@ -471,9 +471,9 @@ func (e *experiment) transfer(method string) (align.Params, MethodSummary, error
 	if e.opt.OnStep != nil {
 		opt.Progress = func(r StepReport) { e.opt.OnStep(stage, r) }
 	}
-	var best align.Params
+	var best params.Set
 	var bestAcc float64
-	res, err := Transfer(e.src, e.init, opt, func(r StepReport, p align.Params) error {
+	res, err := Transfer(e.src, e.init, opt, func(r StepReport, p params.Set) error {
 		if best == nil || r.Accuracy > bestAcc { // as Result.Best: the first of the best
 			best, bestAcc = p, r.Accuracy
 		}
@@ -493,7 +493,7 @@ func (e *experiment) transfer(method string) (align.Params, MethodSummary, error
 // finetune fine-tunes the target's starting point with the parameters p (nil: its own) into
 // Out/finetune/method, records every evaluation and returns the time it took; it does nothing
 // when FinetuneEpochs is 0.
-func (e *experiment) finetune(method string, p align.Params) (float64, error) {
+func (e *experiment) finetune(method string, p params.Set) (float64, error) {
 	if e.opt.FinetuneEpochs == 0 {
 		return 0, nil
 	}

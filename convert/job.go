@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/internal/version"
 	"github.com/ltransfer/ltransfer/models"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Job is one transfer with its files: the source trajectory, the initialization, the output
@@ -84,7 +84,7 @@ func (j Job) Run() (*Report, error) {
 		return nil, err
 	}
 	w := &Writer{Dir: j.Out, Model: out, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"], Files: files}
-	res, err := Transfer(src, init, j.Options, func(r StepReport, p align.Params) error {
+	res, err := Transfer(src, init, j.Options, func(r StepReport, p params.Set) error {
 		return w.Step(r.Step, r.Accuracy, p)
 	})
 	if err != nil {
@@ -131,9 +131,9 @@ func (j Job) Run() (*Report, error) {
 
 // drawInit writes to path the model first with every parameter drawn anew from seed.
 func drawInit(first *graph.Model, seed uint64, path string) error {
-	params, err := models.Reinit(first, seed)
+	ps, err := models.Reinit(first, seed)
 	if err != nil {
 		return fmt.Errorf("convert: drawing an initialization from %s: %w", first.Path, err)
 	}
-	return first.Save(path, params)
+	return first.Save(path, ps)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // ReportSchema is the version of the report.json layout; it changes when fields change meaning
@@ -111,7 +112,7 @@ type Writer struct {
 	SaveBest   bool
 	SaveFinal  bool
 	Files      []string
-	best, last align.Params
+	best, last params.Set
 	bestAcc    float64
 	bestStep   int
 }
@@ -150,7 +151,7 @@ func PrepareDir(dir string, inputs ...string) error {
 }
 
 // Step records one step's parameters and writes its file when steps are kept.
-func (w *Writer) Step(step int, acc float64, p align.Params) error {
+func (w *Writer) Step(step int, acc float64, p params.Set) error {
 	if w.best == nil || acc > w.bestAcc {
 		w.best, w.bestAcc, w.bestStep = p, acc, step
 	}
@@ -174,7 +175,7 @@ func (w *Writer) Finish() error {
 	return nil
 }
 
-func (w *Writer) save(name string, p align.Params) error {
+func (w *Writer) save(name string, p params.Set) error {
 	if err := w.Model.Save(filepath.Join(w.Dir, name), p); err != nil {
 		return err
 	}

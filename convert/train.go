@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // LRSchedule is how the learning rate changes over a training run.
@@ -54,8 +54,8 @@ func (s LRSchedule) rate(lr float64, t, total int) float64 {
 // for concurrent use.
 type Trainer struct {
 	momentum, weightDecay float32
-	params                align.Params // every float initializer: parameters and running statistics
-	velocity              align.Params // the momentum buffers, nil before the first step
+	params                params.Set // every float initializer: parameters and running statistics
+	velocity              params.Set // the momentum buffers, nil before the first step
 	trainable             []string
 	normMomentum          map[string]float64 // running statistic -> its BatchNorm's momentum
 	// r keeps a session per batch size and the input buffers; its batch size is not used.
@@ -65,7 +65,7 @@ type Trainer struct {
 // NewTrainer starts training model m from the parameters init (nil: the model's own), which must
 // hold every float initializer of m. Fine-tuning is training started from a trained checkpoint;
 // the momentum buffers always start empty.
-func NewTrainer(m *graph.Model, init align.Params, momentum, weightDecay float64) (*Trainer, error) {
+func NewTrainer(m *graph.Model, init params.Set, momentum, weightDecay float64) (*Trainer, error) {
 	if err := checkSGD(momentum, weightDecay); err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func NewTrainer(m *graph.Model, init align.Params, momentum, weightDecay float64
 	}
 	t := &Trainer{
 		momentum: float32(momentum), weightDecay: float32(weightDecay),
-		params: align.Params{}, trainable: m.Trainable(), normMomentum: map[string]float64{},
+		params: params.Set{}, trainable: m.Trainable(), normMomentum: map[string]float64{},
 		r: &runner{m: m, sessions: map[int]*graph.Session{}},
 	}
 	for _, info := range m.Infos {
@@ -84,9 +84,9 @@ func NewTrainer(m *graph.Model, init align.Params, momentum, weightDecay float64
 		}
 		t.params[info.Name] = p
 	}
-	t.params = clone(t.params)
-	if err := checkFinite(t.params, t.trainable, "initialization"); err != nil {
-		return nil, err
+	t.params = t.params.Clone()
+	if err := t.params.CheckFinite(t.trainable); err != nil {
+		return nil, fmt.Errorf("convert: initialization: %w", err)
 	}
 	for _, n := range m.Nodes {
 		if n.Op != "BatchNormalization" || len(n.Inputs) < 5 {
@@ -130,7 +130,7 @@ func (t *Trainer) Step(x []float32, y []int64, lr float64) (float64, error) {
 	}
 	if t.momentum != 0 && t.velocity == nil {
 		// Zero buffers make the first step's b = momentum*0 + d = d exactly, as PyTorch's.
-		t.velocity = zeros(subset(t.params, t.trainable))
+		t.velocity = t.params.Subset(t.trainable).ZerosLike()
 	}
 	rate := float32(lr)
 	for _, name := range t.trainable {
@@ -151,7 +151,7 @@ func (t *Trainer) Step(x []float32, y []int64, lr float64) (float64, error) {
 }
 
 // Params returns a copy of the current parameters and running statistics.
-func (t *Trainer) Params() align.Params { return clone(t.params) }
+func (t *Trainer) Params() params.Set { return t.params.Clone() }
 
 // TrainSchema is the version of the train.json layout; it changes when fields change meaning or
 // disappear (new fields keep it).
@@ -284,7 +284,7 @@ type TrainReport struct {
 // per epoch (or every opt.EverySteps steps), named so that their natural order is the training
 // order, and train.json, rewritten after every evaluation. The folder is a trajectory that
 // LoadTrajectory accepts. Train returns the report it wrote.
-func Train(m *graph.Model, init align.Params, opt TrainOptions) (*TrainReport, error) {
+func Train(m *graph.Model, init params.Set, opt TrainOptions) (*TrainReport, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}

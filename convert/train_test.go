@@ -14,9 +14,9 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // refTensor is one initializer of a reference file: float32 or int64 values.
@@ -372,7 +372,7 @@ func TestTrainRefuses(t *testing.T) {
 	if _, err := Train(m, nil, opt); err == nil || !strings.Contains(err.Error(), "validation data") {
 		t.Errorf("no validation data: %v", err)
 	}
-	if _, err := NewTrainer(m, align.Params{}, 0.9, 0); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
+	if _, err := NewTrainer(m, params.Set{}, 0.9, 0); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
 		t.Errorf("incomplete initialization: %v", err)
 	}
 	bad := m.Params["fc2.bias"].Data[3]
@@ -413,8 +413,8 @@ func (s *memorySource) Batch(idx []int, x []float32, y []int64) error {
 func linearMLP(tb testing.TB, hidden int) *graph.Model {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	uniform := func(shape []int, bound float64) *align.Tensor {
-		t := &align.Tensor{Shape: shape, Data: make([]float32, shape[0]*shape[1])}
+	uniform := func(shape []int, bound float64) *params.Tensor {
+		t := &params.Tensor{Shape: shape, Data: make([]float32, shape[0]*shape[1])}
 		for i := range t.Data {
 			t.Data[i] = float32((2*rng.Float64() - 1) * bound)
 		}

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // dedupNet writes a 4-4-4-3 network of Gemm and Relu layers, with a BatchNormalization exported
@@ -22,16 +22,16 @@ func dedupNet(t *testing.T, path string, shared bool, values map[string][]float3
 	b.Output("y", []int{-1, 3})
 	shapes := map[string][]int{"w1": {4, 4}, "w2": {4, 4}, "w3": {3, 4}, "b3": {3}, "b": {4}}
 	for _, name := range []string{"w1", "w2", "w3", "b3", "b"} {
-		b.Initializer(name, &align.Tensor{Shape: shapes[name], Data: values[name]})
+		b.Initializer(name, &params.Tensor{Shape: shapes[name], Data: values[name]})
 	}
 	for name, v := range map[string]float32{"bn.weight": 1, "bn.bias": 0, "bn.running_mean": 0, "bn.running_var": 1} {
-		b.Initializer(name, &align.Tensor{Shape: []int{4}, Data: []float32{v, v, v, v}})
+		b.Initializer(name, &params.Tensor{Shape: []int{4}, Data: []float32{v, v, v, v}})
 	}
 	bias2 := "fc2.bias"
 	if shared {
 		bias2 = "b"
 	} else {
-		b.Initializer(bias2, &align.Tensor{Shape: []int{4}, Data: values[bias2]})
+		b.Initializer(bias2, &params.Tensor{Shape: []int{4}, Data: values[bias2]})
 	}
 	for _, err := range []error{
 		b.Node("Gemm", "fc1", []string{"x", "w1", "b"}, []string{"h1"}, graph.Attr{Name: "transB", Value: int64(1)}),

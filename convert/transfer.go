@@ -11,6 +11,7 @@ import (
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Options configure a transfer.
@@ -96,8 +97,8 @@ type transfer struct {
 	opt       Options
 	src       *Trajectory
 	points    []point
-	theta1    []align.Params // checkpoint parameters
-	init      align.Params
+	theta1    []params.Set // checkpoint parameters
+	init      params.Set
 	trainable []string
 	spec      align.Spec // every float parameter
 	match     align.Spec // trainable parameters only: what gradients exist for
@@ -110,7 +111,7 @@ type transfer struct {
 	// The source and transferred points are written straight into its session's parameters.
 	r *runner
 	// delta is the parameter-sized buffer of theta1_j - theta1_0, allocated once.
-	delta align.Params
+	delta params.Set
 	// srcGrads caches the source gradient of every point (GMT uses each at every later step).
 	srcGrads map[int]align.Operand
 }
@@ -127,7 +128,7 @@ type transfer struct {
 // gradient of a point is computed once. Gradients of dense layers are kept as low-rank factors
 // where that is smaller (graph.Session.LossAndFactoredGrad), which the matcher scores in factored
 // form.
-func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, align.Params) error) (*Result, error) {
+func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, params.Set) error) (*Result, error) {
 	if err := src.CheckInit(init); err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if t.r, err = newRunner(init, min(opt.Batch, opt.Train.Len())); err != nil {
 		return nil, err
 	}
-	t.delta = zeros(init.Params)
+	t.delta = init.Params.ZerosLike()
 	t.match = restrict(spec, t.trainable)
 	for seg := range len(src.Checkpoints) - 1 {
 		for k, c := range coefs {
@@ -167,13 +168,13 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 		}
 	}
 	for i, m := range src.Checkpoints {
-		if err := checkFinite(m.Params, t.trainable, src.Paths[i]); err != nil && !opt.AllowNonFinite {
-			return nil, fmt.Errorf("%w (--allow-nonfinite to go on)", err)
+		if err := m.Params.CheckFinite(t.trainable); err != nil && !opt.AllowNonFinite {
+			return nil, fmt.Errorf("convert: %s: %w (--allow-nonfinite to go on)", src.Paths[i], err)
 		}
 		t.theta1 = append(t.theta1, m.Params)
 	}
-	if err := checkFinite(init.Params, t.trainable, init.Path); err != nil && !opt.AllowNonFinite {
-		return nil, fmt.Errorf("%w (--allow-nonfinite to go on)", err)
+	if err := init.Params.CheckFinite(t.trainable); err != nil && !opt.AllowNonFinite {
+		return nil, fmt.Errorf("convert: %s: %w (--allow-nonfinite to go on)", init.Path, err)
 	}
 	method, err := t.method()
 	if err != nil {
@@ -194,7 +195,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 				return nil, fmt.Errorf("convert: step %d: %w", k, err)
 			}
 		}
-		rep, params, err := t.finish(k, pi, stats)
+		rep, ps, err := t.finish(k, pi, stats)
 		if err != nil {
 			return nil, fmt.Errorf("convert: step %d: %w", k, err)
 		}
@@ -205,7 +206,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 			res.Best = k
 		}
 		if emit != nil {
-			if err := emit(rep, clone(params)); err != nil {
+			if err := emit(rep, ps.Clone()); err != nil {
 				return nil, err
 			}
 		}
@@ -333,12 +334,12 @@ func (t *transfer) oracle() (stepFunc, error) {
 			return nil, err
 		}
 	}
-	last := func(tr *Trajectory) align.Params { return tr.Checkpoints[len(tr.Checkpoints)-1].Params }
-	dt, err := diff(subset(last(tgt), t.trainable), tgt.Checkpoints[0].Params)
+	last := func(tr *Trajectory) params.Set { return tr.Checkpoints[len(tr.Checkpoints)-1].Params }
+	dt, err := diff(last(tgt).Subset(t.trainable), tgt.Checkpoints[0].Params)
 	if err != nil {
 		return nil, err
 	}
-	ds, err := diff(subset(last(t.src), t.trainable), t.theta1[0])
+	ds, err := diff(last(t.src).Subset(t.trainable), t.theta1[0])
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +361,7 @@ func (t *transfer) oracle() (stepFunc, error) {
 }
 
 // sourceInto writes theta1 at point j into dst, as combine(a, c, b, a) computes it.
-func (t *transfer) sourceInto(dst align.Params, j int) {
+func (t *transfer) sourceInto(dst params.Set, j int) {
 	p := t.points[j]
 	a, b := t.theta1[p.segment], t.theta1[p.segment+1]
 	for name, d := range dst {
@@ -375,7 +376,7 @@ func (t *transfer) sourceInto(dst align.Params, j int) {
 // float parameter and returns them (the session's own tensors), with the roundings of combine,
 // diff and Perm.Apply: the source point and its difference from theta1_0 are rounded to float32,
 // as is the sum.
-func (t *transfer) setTransferred(j int, pi align.Perm) (align.Params, error) {
+func (t *transfer) setTransferred(j int, pi align.Perm) (params.Set, error) {
 	t.sourceInto(t.delta, j)
 	for name, d := range t.delta {
 		t0 := t.theta1[0][name].Data
@@ -383,8 +384,8 @@ func (t *transfer) setTransferred(j int, pi align.Perm) (align.Params, error) {
 			d.Data[i] = float32(float64(v) - float64(t0[i]))
 		}
 	}
-	var out align.Params
-	err := t.r.update(func(p align.Params) error {
+	var out params.Set
+	err := t.r.update(func(p params.Set) error {
 		if err := pi.ApplyInto(t.spec, p, t.delta); err != nil {
 			return err
 		}
@@ -421,7 +422,7 @@ func (t *transfer) addPairs(m *align.Matcher, js []int, pi align.Perm) error {
 	for _, j := range js {
 		src, ok := t.srcGrads[j]
 		if !ok {
-			err := t.r.update(func(p align.Params) error {
+			err := t.r.update(func(p params.Set) error {
 				t.sourceInto(p, j)
 				return nil
 			})
@@ -449,8 +450,8 @@ func (t *transfer) addPairs(m *align.Matcher, js []int, pi align.Perm) error {
 
 // finish builds the parameters of step k, recomputes their BatchNorm statistics and evaluates
 // them.
-func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, align.Params, error) {
-	params, err := t.setTransferred(k, pi)
+func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, params.Set, error) {
+	ps, err := t.setTransferred(k, pi)
 	if err != nil {
 		return StepReport{}, nil, err
 	}
@@ -463,10 +464,10 @@ func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, a
 		if err != nil {
 			return StepReport{}, nil, err
 		}
-		if params, err = t.r.normStats(nil, t.opt.Train, norm); err != nil {
+		if ps, err = t.r.normStats(nil, t.opt.Train, norm); err != nil {
 			return StepReport{}, nil, err
 		}
-		if score, err = t.r.evaluate(params, t.opt.Val, nil); err != nil {
+		if score, err = t.r.evaluate(ps, t.opt.Val, nil); err != nil {
 			return StepReport{}, nil, err
 		}
 	case k > 0:
@@ -493,5 +494,5 @@ func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, a
 		EvalSeconds:   time.Since(start).Seconds(),
 	}
 	t.gradTime = 0
-	return rep, params, nil
+	return rep, ps, nil
 }

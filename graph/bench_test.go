@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // linearMLP builds the paper's MNIST setting: Flatten, then 784-hidden-10 linear layers without
@@ -12,8 +12,8 @@ import (
 func linearMLP(tb testing.TB, hidden int) *Model {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	uniform := func(shape []int, bound float64) *align.Tensor {
-		t := &align.Tensor{Shape: shape, Data: make([]float32, prod(shape))}
+	uniform := func(shape []int, bound float64) *params.Tensor {
+		t := &params.Tensor{Shape: shape, Data: make([]float32, params.Size(shape))}
 		for i := range t.Data {
 			t.Data[i] = float32((2*rng.Float64() - 1) * bound)
 		}

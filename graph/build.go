@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/ltransfer/ltransfer/params"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -113,7 +114,7 @@ func (m *Model) checkInput() error {
 	if slices.Min(append([]int{1}, m.Input.Shape[1:]...)) <= 0 {
 		return fmt.Errorf("input %q has shape %v: only the batch dimension may be symbolic", m.Input.Name, m.Input.Shape)
 	}
-	if _, ok := product(m.Input.Shape[1:], maxExample); !ok {
+	if _, ok := params.Volume(m.Input.Shape[1:], maxExample); !ok {
 		return fmt.Errorf("input %q has shape %v: more than %d values an example", m.Input.Name, m.Input.Shape, maxExample)
 	}
 	return nil
@@ -388,24 +389,12 @@ func (b *builder) apply(n *Node) error {
 	}
 	for _, out := range n.Outputs {
 		if v, ok := b.vals[out]; ok && v.node != nil {
-			if size, ok := product(v.node.Shape(), maxValues); !ok || size == 0 {
+			if size, ok := params.Volume(v.node.Shape(), maxValues); !ok || size == 0 {
 				return fmt.Errorf("%w: output %q would have shape %v: empty or more than %d values", ErrFormat, out, v.node.Shape(), maxValues)
 			}
 		}
 	}
 	return nil
-}
-
-// product returns the product of dims if it is at most limit.
-func product(dims []int, limit int) (int, bool) {
-	n := 1
-	for _, d := range dims {
-		if d < 0 || (d > 0 && n > limit/d) {
-			return 0, false
-		}
-		n *= d
-	}
-	return n, true
 }
 
 // applyOp translates one ONNX node with the builder its operator has in opBuilders.

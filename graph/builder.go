@@ -5,8 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Builder assembles a new ONNX model from operators and initializers; the models package emits
@@ -62,7 +62,7 @@ func (b *Builder) Output(name string, shape []int) {
 }
 
 // Initializer adds a float32 initializer, stored as raw little-endian bytes like PyTorch does.
-func (b *Builder) Initializer(name string, t *align.Tensor) {
+func (b *Builder) Initializer(name string, t *params.Tensor) {
 	dims := make([]int64, len(t.Shape))
 	for i, d := range t.Shape {
 		dims[i] = int64(d)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // TestSymmetriesOfStructures checks the walk on testdata/symmetry/structures.onnx (see
@@ -203,7 +204,7 @@ func checkORTPermuted(t *testing.T, node string, m *Model, path string, spec ali
 	must(t, err)
 	out := filepath.Join(t.TempDir(), "permuted.onnx")
 	must(t, m.Save(out, permuted))
-	x := make([]float32, 2*prod(m.Input.Shape[1:]))
+	x := make([]float32, 2*params.Size(m.Input.Shape[1:]))
 	rng := rand.New(rand.NewPCG(4, 2))
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
@@ -245,7 +246,7 @@ func ortLogits(t *testing.T, node string, m *Model, path string, x []float32) []
 		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 	}
 	must(t, os.WriteFile(data, buf, 0o644))
-	shape := strconv.Itoa(len(x) / prod(m.Input.Shape[1:]))
+	shape := strconv.Itoa(len(x) / params.Size(m.Input.Shape[1:]))
 	for _, d := range m.Input.Shape[1:] {
 		shape += "," + strconv.Itoa(d)
 	}

@@ -3,6 +3,8 @@ package graph
 import (
 	"errors"
 	"fmt"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // ErrNoFanIn is wrapped by FanIn's errors when no layer with a fan-in reads the parameter.
@@ -170,7 +172,7 @@ func weightFanIn(n *Node, slot int, shape []int) (int, error) {
 	case n.Op == "Conv" && slot == 0, n.Op == "Conv" && rank < 3:
 		return 0, fmt.Errorf("a parameter of shape %v as Conv input %d is %w", shape, slot, ErrUnsupported)
 	case n.Op == "Conv":
-		f = prod(shape[1:])
+		f = params.Size(shape[1:])
 	case rank == 0, n.Op == "Gemm" && rank != 2:
 		return 0, fmt.Errorf("a parameter of shape %v as %s input %d is %w", shape, n.Op, slot, ErrUnsupported)
 	case n.Op == "Gemm":

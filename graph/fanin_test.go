@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 func TestFanInOfFixtures(t *testing.T) {
@@ -92,8 +92,8 @@ func TestFanInBoundsPyTorchInit(t *testing.T) {
 // Transpose nodes: an initializer read by two layers would be untied at load), and one read
 // through Flatten, which FanIn does not follow.
 func TestFanInLayouts(t *testing.T) {
-	zeros := func(shape ...int) *align.Tensor {
-		return &align.Tensor{Shape: shape, Data: make([]float32, prod(shape))}
+	zeros := func(shape ...int) *params.Tensor {
+		return &params.Tensor{Shape: shape, Data: make([]float32, params.Size(shape))}
 	}
 	b := NewBuilder("layouts", 13)
 	b.Input("x", []int{-1, 4, 5, 5})

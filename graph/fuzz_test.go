@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // FuzzDecode feeds arbitrary bytes to the whole decoding path of an ONNX file: protobuf
@@ -66,7 +68,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("the saved model has %d parameters, the model %d", again.ParamCount(), m.ParamCount())
 		}
 
-		if m.CheckSupported() != nil || m.ParamCount() > 1<<16 || len(m.Input.Shape) == 0 || prod(m.Input.Shape[1:]) > 1<<12 {
+		if m.CheckSupported() != nil || m.ParamCount() > 1<<16 || len(m.Input.Shape) == 0 || params.Size(m.Input.Shape[1:]) > 1<<12 {
 			return
 		}
 		s, err := NewSession(m, 2)

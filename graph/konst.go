@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 
+	"github.com/ltransfer/ltransfer/params"
 	"gorgonia.org/tensor"
 )
 
@@ -15,13 +16,7 @@ type konst struct {
 	floats []float32
 }
 
-func (k *konst) size() int {
-	n := 1
-	for _, d := range k.shape {
-		n *= d
-	}
-	return n
-}
+func (k *konst) size() int { return params.Size(k.shape) }
 
 func (k *konst) isInt() bool { return k.floats == nil }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // tinyMLP builds a 4-3-2 MLP (Gemm, Relu, Gemm) with deterministic weights; op replaces the
@@ -31,10 +32,10 @@ func tinyMLP(t testing.TB, op string) *Builder {
 		}
 		return v
 	}
-	b.Initializer("w1", &align.Tensor{Shape: []int{3, 4}, Data: seq(12, 0.5)})
-	b.Initializer("b1", &align.Tensor{Shape: []int{3}, Data: seq(3, 0.1)})
-	b.Initializer("w2", &align.Tensor{Shape: []int{2, 3}, Data: seq(6, 0.7)})
-	b.Initializer("b2", &align.Tensor{Shape: []int{2}, Data: seq(2, 0.2)})
+	b.Initializer("w1", &params.Tensor{Shape: []int{3, 4}, Data: seq(12, 0.5)})
+	b.Initializer("b1", &params.Tensor{Shape: []int{3}, Data: seq(3, 0.1)})
+	b.Initializer("w2", &params.Tensor{Shape: []int{2, 3}, Data: seq(6, 0.7)})
+	b.Initializer("b2", &params.Tensor{Shape: []int{2}, Data: seq(2, 0.2)})
 	b.IntInitializer("unused_ints", []int{2}, []int64{7, 9})
 	must(t, b.Node("Gemm", "fc1", []string{"x", "w1", "b1"}, []string{"h"}, Attr{"transB", int64(1)}))
 	must(t, b.Node(op, "act", []string{"h"}, []string{"a"}))
@@ -157,14 +158,14 @@ func TestSaveRoundTrip(t *testing.T) {
 				t.Error("saving unchanged parameters changed the message")
 			}
 			// Changed parameters come back bit for bit, NaN payloads and signed zeros included.
-			changed := align.Params{}
+			changed := params.Set{}
 			for name, p := range m.Params {
 				d := slices.Clone(p.Data)
 				for i := range d {
 					d[i] = d[i]*1.5 + float32(i%7)
 				}
 				d[0] = math.Float32frombits(0x7fc00123)
-				changed[name] = &align.Tensor{Shape: p.Shape, Data: d}
+				changed[name] = &params.Tensor{Shape: p.Shape, Data: d}
 			}
 			out = filepath.Join(dir, "changed.onnx")
 			must(t, m.Save(out, changed))

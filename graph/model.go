@@ -12,8 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"gorgonia.org/tensor"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Model is a decoded ONNX model: its operator graph, its float32 initializers (the parameters and
@@ -31,7 +31,7 @@ type Model struct {
 	// Nodes are the operators in graph (topological) order.
 	Nodes []*Node
 	// Params holds every float32 initializer by name, trainable or not.
-	Params align.Params
+	Params params.Set
 	// Infos describes every float32 initializer, in file order.
 	Infos []ParamInfo
 
@@ -107,7 +107,7 @@ func Decode(data []byte, dir string) (m *Model, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: align.Params{}, released: map[string]bool{}}
+	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: params.Set{}, released: map[string]bool{}}
 	if err := m.build(pb, b); err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
@@ -251,7 +251,7 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 			dims[i] = int(d)
 		}
 		if onnxpb.TensorProto_DataType(t.GetDataType()) == onnxpb.TensorProto_FLOAT {
-			m.Params[t.GetName()] = &align.Tensor{Shape: dims, Data: floatsInPlace(t)}
+			m.Params[t.GetName()] = &params.Tensor{Shape: dims, Data: floatsInPlace(t)}
 			m.Infos = append(m.Infos, ParamInfo{Name: t.GetName(), Shape: dims})
 			if t.RawData != nil {
 				t.RawData = nil
@@ -570,11 +570,11 @@ func (m *Model) renameParams(names map[string]string) error {
 	for _, v := range slices.Concat(g.Input, g.ValueInfo) {
 		v.Name = proto.String(rename(v.GetName()))
 	}
-	params := make(align.Params, len(m.Params))
+	ps := make(params.Set, len(m.Params))
 	released := make(map[string]bool, len(m.released))
 	external := make(map[string]externalRef, len(m.external))
 	for k, v := range m.Params {
-		params[rename(k)] = v
+		ps[rename(k)] = v
 	}
 	for k, v := range m.released {
 		released[rename(k)] = v
@@ -582,7 +582,7 @@ func (m *Model) renameParams(names map[string]string) error {
 	for k, v := range m.external {
 		external[rename(k)] = v
 	}
-	m.Params, m.released, m.external = params, released, external
+	m.Params, m.released, m.external = ps, released, external
 	for i := range m.Infos {
 		m.Infos[i].Name = rename(m.Infos[i].Name)
 	}

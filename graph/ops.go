@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ltransfer/ltransfer/params"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -214,7 +215,7 @@ func reshapedShape(n *Node, in []int, known func(i int) (*konst, error)) ([]int,
 		if axis < 0 || axis > len(in) {
 			return nil, fmt.Errorf("flatten axis %d out of range for rank %d", axis, len(in))
 		}
-		out = []int{prod(in[:axis]), prod(in[axis:])}
+		out = []int{params.Size(in[:axis]), params.Size(in[axis:])}
 	case "Unsqueeze", "Squeeze":
 		axes := n.attrInts("axes")
 		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
@@ -231,18 +232,10 @@ func reshapedShape(n *Node, in []int, known func(i int) (*konst, error)) ([]int,
 			return nil, err
 		}
 	}
-	if prod(out) != prod(in) {
+	if params.Size(out) != params.Size(in) {
 		return nil, fmt.Errorf("cannot reshape %v to %v", in, out)
 	}
 	return out, nil
-}
-
-func prod(s []int) int {
-	p := 1
-	for _, d := range s {
-		p *= d
-	}
-	return p
 }
 
 // reshapeTarget resolves an ONNX Reshape shape: 0 copies the input dimension (unless allowzero),
@@ -275,10 +268,10 @@ func reshapeTarget(in []int, target []int64, allowZero bool) ([]int, error) {
 				rest *= d
 			}
 		}
-		if rest == 0 || prod(in)%rest != 0 {
+		if rest == 0 || params.Size(in)%rest != 0 {
 			return nil, fmt.Errorf("cannot reshape %v to %v", in, target)
 		}
-		out[infer] = prod(in) / rest
+		out[infer] = params.Size(in) / rest
 	}
 	return out, nil
 }

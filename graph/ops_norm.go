@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/ltransfer/ltransfer/params"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -66,7 +67,7 @@ func (k *layerNormKernel) outShape(in []tensor.Shape) (tensor.Shape, error) {
 	if k.axis >= in[0].Dims() {
 		return nil, fmt.Errorf("LayerNormalization axis %d of input %v", k.axis, in[0])
 	}
-	width := prod(in[0][k.axis:])
+	width := params.Size(in[0][k.axis:])
 	for i, s := range in[1:] {
 		if s.TotalSize() != width {
 			return nil, fmt.Errorf("LayerNormalization input %d has shape %v, want %v", i+1, s, in[0][k.axis:])
@@ -79,7 +80,7 @@ func (k *layerNormKernel) differentiable(int) bool { return true }
 
 // rows calls f for every normalised row with its offset, mean and inverse standard deviation.
 func (k *layerNormKernel) rows(x []float32, s tensor.Shape, f func(off int, mean, invstd float64)) {
-	width := prod(s[k.axis:])
+	width := params.Size(s[k.axis:])
 	for off := 0; off < len(x); off += width {
 		var sum, sq float64
 		for _, v := range x[off : off+width] {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ltransfer/ltransfer/params"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 	G "gorgonia.org/gorgonia"
@@ -29,7 +30,7 @@ func (b *builder) constantOfShape(n *Node) error {
 		}
 		dims = append(dims, int(d))
 	}
-	size, ok := product(dims, maxValues)
+	size, ok := params.Volume(dims, maxValues)
 	if !ok {
 		return fmt.Errorf("%w: ConstantOfShape of shape %v: more than %d values", ErrFormat, dims, maxValues)
 	}
@@ -68,7 +69,7 @@ func strides(shape []int) []int {
 // an input coordinate in place and reports false when it falls outside the input.
 func indexMap(inShape, outShape []int, src func(coord []int) bool) []int32 {
 	st := strides(inShape)
-	idx := make([]int32, prod(outShape))
+	idx := make([]int32, params.Size(outShape))
 	coord := make([]int, len(outShape))
 	in := make([]int, len(outShape))
 	for o := range idx {
@@ -418,10 +419,10 @@ func (k *concatKernel) name() string { return fmt.Sprintf("Concat(%d)", k.axis) 
 // blocks returns, for shapes concatenated along the axis, the number of outer blocks and each
 // input's contiguous run per block.
 func (k *concatKernel) blocks(in []tensor.Shape) (int, []int) {
-	outer := prod(in[0][:k.axis])
+	outer := params.Size(in[0][:k.axis])
 	runs := make([]int, len(in))
 	for i, s := range in {
-		runs[i] = prod(s[k.axis:])
+		runs[i] = params.Size(s[k.axis:])
 	}
 	return outer, runs
 }

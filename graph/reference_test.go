@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // fixtures maps each reference file in testdata/ref to the model PyTorch computed it on.
@@ -120,7 +120,7 @@ func TestMatchesPyTorch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			expanded := align.Params{}
+			expanded := params.Set{}
 			for name, g := range op.Params {
 				expanded[name] = g
 			}
@@ -145,7 +145,7 @@ func TestMatchesPyTorch(t *testing.T) {
 }
 
 // checkGrads compares a loss and gradients with PyTorch's, within the bounds of TestMatchesPyTorch.
-func checkGrads(t *testing.T, kind string, loss float64, grads align.Params, ref reference) {
+func checkGrads(t *testing.T, kind string, loss float64, grads params.Set, ref reference) {
 	t.Helper()
 	if d := math.Abs(loss - float64(ref.loss)); d > 1e-5 {
 		t.Errorf("%s: loss %g, PyTorch %g", kind, loss, ref.loss)
@@ -196,7 +196,7 @@ func TestSessionLeavesParamsUntouched(t *testing.T) {
 					return out
 				}
 				for _, factored := range []bool{false, true} {
-					var g align.Params
+					var g params.Set
 					if factored {
 						_, op, err := s.LossAndFactoredGrad(ref.input, ref.labels)
 						if err != nil {

@@ -12,17 +12,17 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
-// Encode returns the model's ONNX encoding with the float32 initializers named in params
-// replaced (nil params: the model as read) (the others keep their values); a name the model
+// Encode returns the model's ONNX encoding with the float32 initializers named in ps
+// replaced (nil ps: the model as read) (the others keep their values); a name the model
 // does not have is an error. Everything else (opset, metadata, names, nodes, the
 // other initializers, fields of newer ONNX versions) is written back as it was read. Initializers
 // that were stored as external data are inlined; use Save to keep them external.
-func (m *Model) Encode(params align.Params) ([]byte, error) {
-	pb, err := m.withParams(params)
+func (m *Model) Encode(ps params.Set) ([]byte, error) {
+	pb, err := m.withParams(ps)
 	if err != nil {
 		return nil, err
 	}
@@ -30,15 +30,15 @@ func (m *Model) Encode(params align.Params) ([]byte, error) {
 }
 
 // withParams returns a copy of the model's message with parameter data replaced. The
-// initializers whose bytes were released after decoding and that params does not replace get
+// initializers whose bytes were released after decoding and that ps does not replace get
 // the model's own values back, in the raw little-endian form they were read in. The copy's raw
 // data views the parameters' memory where it can (see floatBytes): it is for encoding at once,
 // not for keeping.
-func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
+func (m *Model) withParams(ps params.Set) (*onnxpb.ModelProto, error) {
 	pb := proto.Clone(m.proto).(*onnxpb.ModelProto)
 	replaced := 0
 	for _, t := range pb.Graph.Initializer {
-		v, ok := params[t.GetName()]
+		v, ok := ps[t.GetName()]
 		if !ok {
 			if m.released[t.GetName()] {
 				setRaw(t, m.Params[t.GetName()].Data)
@@ -50,14 +50,14 @@ func (m *Model) withParams(params align.Params) (*onnxpb.ModelProto, error) {
 		if !isFloat {
 			return nil, fmt.Errorf("graph: %s: initializer %q is not a float32 parameter", m.Path, t.GetName())
 		}
-		if !slices.Equal(v.Shape, info.Shape) || len(v.Data) != prod(info.Shape) {
+		if !slices.Equal(v.Shape, info.Shape) || len(v.Data) != params.Size(info.Shape) {
 			return nil, fmt.Errorf("graph: %s: parameter %q gets shape %v with %d values, the model has %v", m.Path, t.GetName(), v.Shape, len(v.Data), info.Shape)
 		}
 		setRaw(t, v.Data)
 	}
-	if replaced < len(params) {
+	if replaced < len(ps) {
 		// Parameters keyed by other names (another checkpoint's, see AdoptNames) would be lost.
-		for name := range params {
+		for name := range ps {
 			if _, ok := m.Params[name]; !ok {
 				return nil, fmt.Errorf("graph: %s: no float32 initializer %q to write the given parameter into", m.Path, name)
 			}
@@ -77,8 +77,8 @@ func marshal(pb *onnxpb.ModelProto) ([]byte, error) {
 // Save writes the model with the given parameters to path, atomically (a temporary file in the
 // same folder, then a rename). Initializers that the source file stored as external data are
 // written the same way, into a file named after path with the suffix ".data", next to it.
-func (m *Model) Save(path string, params align.Params) error {
-	pb, err := m.withParams(params)
+func (m *Model) Save(path string, ps params.Set) error {
+	pb, err := m.withParams(ps)
 	if err != nil {
 		return err
 	}

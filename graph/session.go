@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Session runs a model at one batch size on Gorgonia graphs (run by this package's machine, whose
@@ -22,7 +23,7 @@ type Session struct {
 	batch int
 	// params are the values bound to the graphs: every program of the session reads the same
 	// tensors (values), whose backing arrays these are, so that new parameters are copied once.
-	params                       align.Params
+	params                       params.Set
 	values                       map[string]G.Value
 	eval, train, factored, stats *program
 	dirty                        map[*program]bool
@@ -40,7 +41,7 @@ func NewSession(m *Model, batch int) (*Session, error) {
 	if err := m.checkInput(); err != nil {
 		return nil, fmt.Errorf("graph: %s: %w", m.Path, err)
 	}
-	s := &Session{m: m, batch: batch, dirty: map[*program]bool{}, params: align.Params{}, values: map[string]G.Value{}}
+	s := &Session{m: m, batch: batch, dirty: map[*program]bool{}, params: params.Set{}, values: map[string]G.Value{}}
 	if err := s.SetParams(m.Params); err != nil {
 		return nil, err
 	}
@@ -51,24 +52,24 @@ func NewSession(m *Model, batch int) (*Session, error) {
 func (s *Session) Batch() int { return s.batch }
 
 // ExampleSize returns the number of float32 values of one input example.
-func (s *Session) ExampleSize() int { return prod(s.m.Input.Shape[1:]) }
+func (s *Session) ExampleSize() int { return params.Size(s.m.Input.Shape[1:]) }
 
 // SetParams sets the parameters the next runs use. p must hold every float32 initializer of the
 // model with its shape; values are copied.
-func (s *Session) SetParams(p align.Params) error {
+func (s *Session) SetParams(p params.Set) error {
 	for _, info := range s.m.Infos {
 		t, ok := p[info.Name]
 		if !ok {
 			return fmt.Errorf("graph: %s: parameter %q is missing", s.m.Path, info.Name)
 		}
-		if !slices.Equal(t.Shape, info.Shape) || len(t.Data) != prod(info.Shape) {
+		if !slices.Equal(t.Shape, info.Shape) || len(t.Data) != params.Size(info.Shape) {
 			return fmt.Errorf("graph: %s: parameter %q has shape %v, the model needs %v", s.m.Path, info.Name, t.Shape, info.Shape)
 		}
 	}
 	for _, info := range s.m.Infos {
 		t, buf := p[info.Name], s.params[info.Name]
 		if buf == nil {
-			buf = &align.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, len(t.Data))}
+			buf = &params.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, len(t.Data))}
 			s.params[info.Name] = buf
 			if len(info.Shape) > 0 {
 				s.values[info.Name] = tensor.New(tensor.WithShape(info.Shape...), tensor.WithBacking(buf.Data))
@@ -89,7 +90,7 @@ func (s *Session) SetParams(p align.Params) error {
 // own tensors (every float32 initializer, with the model's shapes), which may be read until the
 // next SetParams or UpdateParams and must not be reshaped. It saves the copy of SetParams when
 // the parameters are computed anyway. When f fails, the parameters are what f left.
-func (s *Session) UpdateParams(f func(align.Params) error) error {
+func (s *Session) UpdateParams(f func(params.Set) error) error {
 	if err := f(s.params); err != nil {
 		return err
 	}
@@ -163,7 +164,7 @@ func (s *Session) Logits(x []float32) ([]float32, error) {
 
 // LossAndGrad runs the training pass on a batch with integer labels: the mean cross-entropy and
 // the gradient of every trainable parameter, with BatchNorm using batch statistics.
-func (s *Session) LossAndGrad(x []float32, labels []int64) (float64, align.Params, error) {
+func (s *Session) LossAndGrad(x []float32, labels []int64) (float64, params.Set, error) {
 	p, err := s.program(&s.train, trainProgram)
 	if err != nil {
 		return 0, nil, err
@@ -174,7 +175,7 @@ func (s *Session) LossAndGrad(x []float32, labels []int64) (float64, align.Param
 // runTrain runs a training program and returns the loss and the dense gradients it computes: a
 // zero gradient for a trainable parameter the loss does not depend on, none for the weights the
 // program keeps as factors.
-func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, align.Params, error) {
+func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, params.Set, error) {
 	if len(labels) != s.batch {
 		return 0, nil, fmt.Errorf("graph: %d labels for a batch of %d", len(labels), s.batch)
 	}
@@ -186,12 +187,12 @@ func (s *Session) runTrain(p *program, x []float32, labels []int64) (float64, al
 	if err != nil {
 		return 0, nil, err
 	}
-	grads := align.Params{}
+	grads := params.Set{}
 	for _, name := range s.m.Trainable() {
 		if _, ok := p.lowRank[name]; ok {
 			continue
 		}
-		g := &align.Tensor{Shape: slices.Clone(s.params[name].Shape)}
+		g := &params.Tensor{Shape: slices.Clone(s.params[name].Shape)}
 		if node, ok := p.grads[name]; ok {
 			if g.Data, err = p.valueData(node); err != nil {
 				return 0, nil, err
@@ -270,10 +271,10 @@ func (s *Session) BatchStats() map[string][]float64 {
 // PyTorch's BatchNorm accumulates with momentum=None). next returns the successive input batches
 // and false when there are no more. It returns the current parameters with the running
 // statistics replaced; a model without BatchNorm gets its parameters back unchanged.
-func (s *Session) NormStats(next func() ([]float32, bool)) (align.Params, error) {
-	out := align.Params{}
+func (s *Session) NormStats(next func() ([]float32, bool)) (params.Set, error) {
+	out := params.Set{}
 	for name, t := range s.params {
-		out[name] = &align.Tensor{Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
+		out[name] = &params.Tensor{Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
 	}
 	if !s.m.hasOp("BatchNormalization") {
 		return out, nil

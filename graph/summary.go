@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Summary describes a model for people and programs (`ltransfer inspect`).
@@ -68,7 +69,7 @@ func (m *Model) Summarize(spec align.Spec, unpermuted []Unpermuted) Summary {
 		ParamCount: m.ParamCount(),
 	}
 	for _, in := range m.Infos {
-		s.Params = append(s.Params, ParamSummary{Name: in.Name, Shape: in.Shape, Count: prod(in.Shape), Role: in.Role, Trainable: in.Trainable})
+		s.Params = append(s.Params, ParamSummary{Name: in.Name, Shape: in.Shape, Count: params.Size(in.Shape), Role: in.Role, Trainable: in.Trainable})
 	}
 	for op := range s.Ops {
 		if !slices.Contains(SupportedOps(), op) {

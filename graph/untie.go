@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // untie gives every float32 initializer exactly one reader, so that a parameter is one tensor
@@ -170,7 +170,7 @@ func (m *Model) untie() {
 			if _, still := m.Params[src]; still || name != names[0] {
 				data = slices.Clone(orig.Data)
 			}
-			m.Params[name] = &align.Tensor{Shape: orig.Shape, Data: data}
+			m.Params[name] = &params.Tensor{Shape: orig.Shape, Data: data}
 			infos = append(infos, ParamInfo{Name: name, Shape: orig.Shape})
 			// The bytes are written back from Params, as for every decoded float32 initializer.
 			inits = append(inits, &onnxpb.TensorProto{Name: proto.String(name), Dims: t.Dims, DataType: t.DataType})

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // dedupMLP builds a 4-4-4-4-3 MLP of Gemm and Relu layers the way torch.onnx.export writes a
@@ -22,18 +22,18 @@ func dedupMLP(t *testing.T, shared bool) *Builder {
 	b.Input("x", []int{-1, 4})
 	b.Output("y", []int{-1, 3})
 	for i, name := range []string{"w1", "w2", "w3"} {
-		b.Initializer(name, &align.Tensor{Shape: []int{4, 4}, Data: wave(16, 0.4, float64(i))})
+		b.Initializer(name, &params.Tensor{Shape: []int{4, 4}, Data: wave(16, 0.4, float64(i))})
 	}
-	b.Initializer("w4", &align.Tensor{Shape: []int{3, 4}, Data: wave(12, 0.6, 3)})
-	b.Initializer("b4", &align.Tensor{Shape: []int{3}, Data: wave(3, 0.1, 4)})
+	b.Initializer("w4", &params.Tensor{Shape: []int{3, 4}, Data: wave(12, 0.6, 3)})
+	b.Initializer("b4", &params.Tensor{Shape: []int{3}, Data: wave(3, 0.1, 4)})
 	bias := wave(4, 0.2, 5)
-	b.Initializer("b", &align.Tensor{Shape: []int{4}, Data: bias})
+	b.Initializer("b", &params.Tensor{Shape: []int{4}, Data: bias})
 	biases := []string{"b", "fc2.bias", "b"}
 	if shared {
 		must(t, b.Node("Identity", "Identity_0", []string{"b"}, []string{"fc2.bias"}))
 	} else {
-		b.Initializer("fc2.bias", &align.Tensor{Shape: []int{4}, Data: bias})
-		b.Initializer("fc3.bias", &align.Tensor{Shape: []int{4}, Data: bias})
+		b.Initializer("fc2.bias", &params.Tensor{Shape: []int{4}, Data: bias})
+		b.Initializer("fc3.bias", &params.Tensor{Shape: []int{4}, Data: bias})
 		biases[2] = "fc3.bias"
 	}
 	in := "x"
@@ -144,7 +144,7 @@ func TestUntieDeduplicatedInitializers(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "untied.onnx")
 	// Parameters under a name the model does not have (the deduplicated file's reading of
 	// fc3's bias) are refused, not silently dropped.
-	if err := m.Save(out, align.Params{"fc3.bias": m.Params["b"]}); err == nil || !strings.Contains(err.Error(), `"fc3.bias"`) {
+	if err := m.Save(out, params.Set{"fc3.bias": m.Params["b"]}); err == nil || !strings.Contains(err.Error(), `"fc3.bias"`) {
 		t.Errorf("saving a parameter the model lacks: %v, want an error naming it", err)
 	}
 	must(t, m.Save(out, nil))

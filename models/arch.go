@@ -6,8 +6,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Opset is the ONNX operator set version of the built-in models.
@@ -43,11 +43,11 @@ func New(a Architecture, seed uint64) (*graph.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("models: %s: %w", a, err)
 	}
-	params, err := Reinit(zero, seed)
+	ps, err := Reinit(zero, seed)
 	if err != nil {
 		return nil, err
 	}
-	data, err := zero.Encode(params)
+	data, err := zero.Encode(ps)
 	if err != nil {
 		return nil, fmt.Errorf("models: %s: %w", a, err)
 	}
@@ -212,11 +212,7 @@ func (e *emitter) param(name string, shape ...int) string {
 	if e.dryRun {
 		return name
 	}
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	e.b.Initializer(name, &align.Tensor{Shape: shape, Data: make([]float32, n)})
+	e.b.Initializer(name, &params.Tensor{Shape: shape, Data: make([]float32, params.Size(shape))})
 	return name
 }
 

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"slices"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // stream is the second PCG seed word, fixed so that a seed alone determines the values
@@ -20,15 +20,15 @@ const stream = 0x6c7472616e736672
 // other initializers. The result holds every initializer with its shape, ready for m.Save or
 // graph.Session.SetParams; m is not changed. It fails, naming the parameter, when a weight or
 // bias has no fan-in graph.Model.FanIn can derive.
-func Reinit(m *graph.Model, seed uint64) (align.Params, error) {
+func Reinit(m *graph.Model, seed uint64) (params.Set, error) {
 	rng := rand.New(rand.NewPCG(seed, stream))
-	out := make(align.Params, len(m.Infos))
+	out := make(params.Set, len(m.Infos))
 	for _, info := range m.Infos {
 		src, ok := m.Params[info.Name]
 		if !ok {
 			return nil, fmt.Errorf("models: parameter %q is described but has no values", info.Name)
 		}
-		t := &align.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, len(src.Data))}
+		t := &params.Tensor{Shape: slices.Clone(info.Shape), Data: make([]float32, len(src.Data))}
 		switch info.Role {
 		case graph.RoleWeight, graph.RoleBias:
 			fanIn, err := m.FanIn(info.Name)

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 func testdataPath(parts ...string) string {
@@ -234,8 +234,8 @@ func TestReinitNamesWhatItCannotDraw(t *testing.T) {
 	b := graph.NewBuilder("shift", Opset)
 	b.Input("x", []int{-1, 4})
 	b.Output("y", []int{-1, 2})
-	b.Initializer("shift", &align.Tensor{Shape: []int{4}, Data: make([]float32, 4)})
-	b.Initializer("fc.weight", &align.Tensor{Shape: []int{2, 4}, Data: make([]float32, 8)})
+	b.Initializer("shift", &params.Tensor{Shape: []int{4}, Data: make([]float32, 4)})
+	b.Initializer("fc.weight", &params.Tensor{Shape: []int{2, 4}, Data: make([]float32, 8)})
 	must(t, b.Node("Add", "add", []string{"x", "shift"}, []string{"h"}))
 	must(t, b.Node("Gemm", "fc", []string{"h", "fc.weight"}, []string{"y"}, graph.Attr{Name: "transB", Value: int64(1)}))
 	m, err := b.Model()

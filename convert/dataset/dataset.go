@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Source is a labelled example collection. The Sources of this package are
@@ -206,7 +208,7 @@ func newMemSource(name string, shape []int, u8 []byte, f32 []float32, labels []i
 	if len(shape) == 0 || slices.Contains(shape, 0) {
 		return nil, fmt.Errorf("dataset: %s: example shape %v, want at least one dimension and none of size 0", name, shape)
 	}
-	size, ok := product(shape, maxValues)
+	size, ok := params.Volume(shape, maxValues)
 	if !ok || (len(u8)+len(f32)) != size*len(labels) {
 		return nil, fmt.Errorf("dataset: %s: %d values for %d examples of shape %v", name, len(u8)+len(f32), len(labels), shape)
 	}
@@ -216,19 +218,6 @@ func newMemSource(name string, shape []int, u8 []byte, f32 []float32, labels []i
 // maxValues bounds every declared size, so that size arithmetic cannot
 // overflow; real data is much smaller.
 const maxValues = 1 << 40
-
-// product returns the product of dims, or false if a dimension is negative
-// or the product exceeds limit.
-func product(dims []int, limit int) (int, bool) {
-	p := 1
-	for _, d := range dims {
-		if d < 0 || (d > 0 && p > limit/d) {
-			return 0, false
-		}
-		p *= d
-	}
-	return p, true
-}
 
 // normalize sets the preprocessing to (v - mean[c]) / std[c] per channel, v
 // scaled to [0,1] for byte data. Options.check has vetted std's values.
@@ -343,7 +332,7 @@ func Subset(src Source, idx []int) (Source, error) {
 	if err := checkIndices(src.Len(), idx); err != nil {
 		return nil, err
 	}
-	size, _ := product(src.Shape(), maxValues)
+	size, _ := params.Volume(src.Shape(), maxValues)
 	v := &view{src: src, size: size, idx: slices.Clone(idx)}
 	if w, ok := src.(*view); ok {
 		v.src = w.src

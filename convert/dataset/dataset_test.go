@@ -9,13 +9,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // readAll returns all the examples of s, example i at position i, read in
 // one Batch in shuffled order.
 func readAll(t *testing.T, s Source) ([]float32, []int64) {
 	t.Helper()
-	size, _ := product(s.Shape(), maxValues)
+	size := params.Size(s.Shape())
 	order := Shuffle(s.Len(), 0, 0)
 	x := make([]float32, s.Len()*size)
 	y := make([]int64, s.Len())

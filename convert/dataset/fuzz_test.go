@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // checkAlloc runs parse, the parsing of an n-byte input, and fails if it
@@ -74,7 +76,7 @@ func FuzzIDX(f *testing.F) {
 			if err != nil {
 				continue
 			}
-			if n, ok := product(dims, maxValues); !ok || len(dims) != ndims || n != len(payload) {
+			if n, ok := params.Volume(dims, maxValues); !ok || len(dims) != ndims || n != len(payload) {
 				t.Fatalf("dims %v for %d payload bytes", dims, len(payload))
 			}
 			if !isGzip(data) && len(payload) > len(data) {

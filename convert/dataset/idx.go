@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // loadMNIST reads the MNIST training set in dir, or its test set if test.
@@ -94,7 +96,7 @@ func parseIDX(name string, data []byte, ndims int) ([]int, []byte, error) {
 	for i := range dims {
 		dims[i] = int(binary.BigEndian.Uint32(header[4+4*i:]))
 	}
-	size, ok := product(dims, maxValues)
+	size, ok := params.Volume(dims, maxValues)
 	if !ok {
 		return nil, nil, fmt.Errorf("dataset: %s: IDX dimensions %s are too large", name, dimString(dims))
 	}

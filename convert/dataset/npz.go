@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // The dtypes accepted for the arrays of an npz file, with their item sizes.
@@ -174,7 +176,7 @@ func readNPY(name string, r io.Reader, allowed dtypes) (npyArray, error) {
 	if !ok {
 		return npyArray{}, fmt.Errorf("dataset: %s: unsupported dtype %q, want %v", name, h.descr, allowed)
 	}
-	count, ok := product(h.shape, maxValues)
+	count, ok := params.Volume(h.shape, maxValues)
 	if !ok {
 		return npyArray{}, fmt.Errorf("dataset: %s: shape %v is too large", name, h.shape)
 	}
