@@ -16,6 +16,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
 
 // ortLogitTol bounds |ONNX Runtime − ltransfer| for a logit z, as ortLogitTol·(1+|z|). Both
@@ -37,7 +38,7 @@ const (
 // validation images what `ltransfer eval` (Evaluate) predicts.
 func TestExportedFilesRunInONNXRuntime(t *testing.T) {
 	node := ortNode(t)
-	train, val := mnist(t, 2048, ortExamples)
+	train, val := testenv.MNIST(t, 2048, ortExamples)
 	// The transfer's per-step scores only choose best.onnx; fewer images keep it short.
 	transferVal, err := dataset.Subset(val, firstN(256))
 	if err != nil {
@@ -53,12 +54,12 @@ func TestExportedFilesRunInONNXRuntime(t *testing.T) {
 		trajectory []string
 		init       string
 	}{
-		{"mlp", []string{fixture("mlp", "seed1", "ckpt_000.onnx"), fixture("mlp", "seed1", "ckpt_005.onnx")},
-			fixture("mlp", "seed2", "ckpt_000.onnx")},
+		{"mlp", []string{testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"), testenv.Fixture("mlp", "seed1", "ckpt_005.onnx")},
+			testenv.Fixture("mlp", "seed2", "ckpt_000.onnx")},
 		// No second seed ships for the BatchNorm fixtures; transferring onto the source's own
 		// initialization still rewrites every parameter and running statistic.
-		{"cnn", []string{fixture("cnn", "seed1")}, fixture("cnn", "seed1", "ckpt_000.onnx")},
-		{"resnet", []string{fixture("resnet", "seed1")}, fixture("resnet", "seed1", "ckpt_000.onnx")},
+		{"cnn", []string{testenv.Fixture("cnn", "seed1")}, testenv.Fixture("cnn", "seed1", "ckpt_000.onnx")},
+		{"resnet", []string{testenv.Fixture("resnet", "seed1")}, testenv.Fixture("resnet", "seed1", "ckpt_000.onnx")},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -173,7 +174,7 @@ func ortRun(t *testing.T, node string, m *graph.Model, data dataset.Source, raw 
 		shape += "," + strconv.Itoa(d)
 	}
 	logitsFile := filepath.Join(t.TempDir(), "logits.f32")
-	cmd := exec.Command(node, fixture("ort", "predict.js"), "--model", m.Path, "--data", raw, "--shape", shape,
+	cmd := exec.Command(node, testenv.Fixture("ort", "predict.js"), "--model", m.Path, "--data", raw, "--shape", shape,
 		"--input", m.Input.Name, "--output", m.Output.Name, "--logits", logitsFile)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -229,7 +230,7 @@ func ortNode(t *testing.T) string {
 	if err != nil {
 		missing("Node.js not found (%v): install Node.js 20 or later, then run %q at the repository root", err, install)
 	}
-	if _, err := os.Stat(fixture("ort", "node_modules", "onnxruntime-node", "package.json")); err != nil {
+	if _, err := os.Stat(testenv.Fixture("ort", "node_modules", "onnxruntime-node", "package.json")); err != nil {
 		missing("onnxruntime-node is not installed: run %q at the repository root", install)
 	}
 	return node

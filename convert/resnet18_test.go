@@ -16,6 +16,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
 
 // The short ResNet-18 run of TestResNet18TrajectoryBothExports: PyTorch steps, checkpoints after
@@ -52,7 +53,7 @@ func resnet18Trajectory(t *testing.T) string {
 		"--batch", fmt.Sprint(r18Batch), "--ref-images", fmt.Sprint(r18RefImages)}
 	h := sha256.New()
 	for _, f := range []string{"make_resnet18_trajectory.py", "torchvision_models.py", "make_fixtures.py"} {
-		b, err := os.ReadFile(fixture("gen", f))
+		b, err := os.ReadFile(testenv.Fixture("gen", f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func resnet18Trajectory(t *testing.T) string {
 	}
 	defer os.RemoveAll(tmp)
 	start := time.Now()
-	cmd := exec.Command(python, append([]string{fixture("gen", "make_resnet18_trajectory.py"), "--out", tmp, "--mnist", mnistDir}, args...)...)
+	cmd := exec.Command(python, append([]string{testenv.Fixture("gen", "make_resnet18_trajectory.py"), "--out", tmp, "--mnist", mnistDir}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v: %v\n%s", cmd, err, out)
 	}
@@ -149,7 +150,7 @@ func TestResNet18TrajectoryBothExports(t *testing.T) {
 	if err := json.Unmarshal(b, &ref); err != nil {
 		t.Fatal(err)
 	}
-	train, val := mnist(t, 512, r18RefImages)
+	train, val := testenv.MNIST(t, 512, r18RefImages)
 	raw := filepath.Join(t.TempDir(), "val.f32")
 	ortWriteExamples(t, val, raw)
 

@@ -9,32 +9,8 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
-
-func fixture(parts ...string) string {
-	return filepath.Join(append([]string{"..", "testdata"}, parts...)...)
-}
-
-// mnist opens the training and validation splits of real MNIST, normalised as the fixtures
-// were trained (mean 0.1307, std 0.3081); limits of 0 keep everything.
-func mnist(t testing.TB, trainLimit, valLimit int) (dataset.Source, dataset.Source) {
-	t.Helper()
-	dir, err := dataset.ModuleMNIST()
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Limit: trainLimit}
-	train, err := dataset.Open("mnist:"+dir, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt.Split, opt.Limit = dataset.SplitVal, valLimit
-	val, err := dataset.Open("mnist:"+dir, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return train, val
-}
 
 // TestTransferReachesPaperAccuracy runs the paper's MNIST settings on the shipped PyTorch
 // trajectories (seed 1 onto seed 2's initialization; K = 10, cosine, batch 128, one gradient
@@ -46,7 +22,7 @@ func TestTransferReachesPaperAccuracy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs full transfers on MNIST")
 	}
-	train, val := mnist(t, 0, 0)
+	train, val := testenv.MNIST(t, 0, 0)
 	cases := []struct {
 		name       string
 		dir        string
@@ -59,11 +35,11 @@ func TestTransferReachesPaperAccuracy(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			src, err := LoadTrajectory(fixture(c.dir, "seed1", "ckpt_000.onnx"), fixture(c.dir, "seed1", c.final))
+			src, err := LoadTrajectory(testenv.Fixture(c.dir, "seed1", "ckpt_000.onnx"), testenv.Fixture(c.dir, "seed1", c.final))
 			if err != nil {
 				t.Fatal(err)
 			}
-			init, err := graph.Load(fixture(c.dir, "seed2", "ckpt_000.onnx"))
+			init, err := graph.Load(testenv.Fixture(c.dir, "seed2", "ckpt_000.onnx"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,11 +87,11 @@ func TestTransferFinetuneOfPyTorchRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := LoadTrajectory(fixture("finetune", "source"))
+	src, err := LoadTrajectory(testenv.Fixture("finetune", "source"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	init, err := graph.Load(fixture("finetune", "target.onnx"))
+	init, err := graph.Load(testenv.Fixture("finetune", "target.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,13 +118,13 @@ func TestTransferFinetuneOfPyTorchRuns(t *testing.T) {
 // TestTransferredFilesGiveReportedAccuracy runs a short transfer end to end on the BatchNorm
 // fixtures and checks that every written step file, loaded back, scores what the report says.
 func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
-	train, val := mnist(t, 2048, 256)
+	train, val := testenv.MNIST(t, 2048, 256)
 	for _, name := range []string{"cnn", "resnet"} {
 		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
 			job := Job{
-				Trajectory: []string{fixture(name, "seed1")},
-				Init:       fixture(name, "seed1", "ckpt_000.onnx"),
+				Trajectory: []string{testenv.Fixture(name, "seed1")},
+				Init:       testenv.Fixture(name, "seed1", "ckpt_000.onnx"),
 				Out:        out,
 				Save:       map[string]bool{"steps": true, "best": true, "final": true},
 				Options: Options{Method: "fgmt", Steps: 2, Schedule: Cosine, Batch: 64, GradBatches: 1, NormBatches: 2,

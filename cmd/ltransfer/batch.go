@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/convert/batch"
 	"github.com/ltransfer/ltransfer/graph"
 )
 
@@ -54,9 +54,9 @@ func runBatch(c *cli.Context) error {
 		return usagef("--parallel %d: want at least 1", c.Int("parallel"))
 	}
 	path := c.Args().First()
-	m, err := convert.ManifestOptions{AllowOutside: c.Bool("allow-outside")}.Load(path)
+	m, err := batch.ManifestOptions{AllowOutside: c.Bool("allow-outside")}.Load(path)
 	if err != nil {
-		var me *convert.ManifestError
+		var me *batch.ManifestError
 		if errors.As(err, &me) {
 			return usageError{err}
 		}
@@ -66,7 +66,7 @@ func runBatch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var mine []*convert.BatchJob
+	var mine []*batch.Job
 	for _, j := range m.Jobs {
 		if shard.Owns(j) {
 			mine = append(mine, j)
@@ -114,9 +114,9 @@ func runBatch(c *cli.Context) error {
 		fmt.Fprintf(w, "batch %s: shard %d of %d: %d of %d jobs, %d at once\n", path, shard.Index, shard.Count, len(mine), len(m.Jobs), c.Int("parallel"))
 	}
 	finished := 0
-	rep, runErr := convert.RunBatch(ctx, m, convert.BatchOptions{
+	rep, runErr := batch.Run(ctx, m, batch.Options{
 		Parallel: c.Int("parallel"), Shard: shard, Force: c.Bool("force"), Report: report,
-		Progress: func(e convert.BatchEvent) {
+		Progress: func(e batch.Event) {
 			switch {
 			case e.Result != nil:
 				finished++
@@ -125,9 +125,9 @@ func runBatch(c *cli.Context) error {
 				}
 				r := e.Result
 				switch r.Status {
-				case convert.StatusFailed:
+				case batch.StatusFailed:
 					fmt.Fprintf(w, "[%d/%d] %s: failed after %.1fs: %s\n", finished, len(mine), r.ID, r.Seconds, r.Error)
-				case convert.StatusSkipped:
+				case batch.StatusSkipped:
 					fmt.Fprintf(w, "[%d/%d] %s: skipped, its outputs are complete: %s\n", finished, len(mine), r.ID, r.Output)
 				default:
 					fmt.Fprintf(w, "[%d/%d] %s: %s in %.1fs: %s\n", finished, len(mine), r.ID, r.Status, r.Seconds, r.Output)
@@ -161,16 +161,16 @@ func runBatch(c *cli.Context) error {
 		return err
 	}
 	if !quiet {
-		fmt.Fprintf(w, "%d ok, %d skipped, %d failed, %d cancelled; report %s\n", rep.Count(convert.StatusOK),
-			rep.Count(convert.StatusSkipped), rep.Count(convert.StatusFailed), rep.Count(convert.StatusCancelled), report)
+		fmt.Fprintf(w, "%d ok, %d skipped, %d failed, %d cancelled; report %s\n", rep.Count(batch.StatusOK),
+			rep.Count(batch.StatusSkipped), rep.Count(batch.StatusFailed), rep.Count(batch.StatusCancelled), report)
 	}
-	if errors.Is(runErr, convert.ErrInterrupted) {
-		return fmt.Errorf("batch interrupted: %d jobs cancelled; rerun the same command to resume", rep.Count(convert.StatusCancelled))
+	if errors.Is(runErr, batch.ErrInterrupted) {
+		return fmt.Errorf("batch interrupted: %d jobs cancelled; rerun the same command to resume", rep.Count(batch.StatusCancelled))
 	}
 	if runErr != nil {
 		return runErr
 	}
-	if n := rep.Count(convert.StatusFailed); n > 0 {
+	if n := rep.Count(batch.StatusFailed); n > 0 {
 		return fmt.Errorf("batch: %d of %d jobs failed (see %s)", n, len(rep.Jobs), report)
 	}
 	return nil
@@ -178,19 +178,19 @@ func runBatch(c *cli.Context) error {
 
 // batchShard returns the shard this process runs: from the flags (or LTRANSFER_SHARD_INDEX and
 // LTRANSFER_SHARD_COUNT), else from a scheduler's environment, else the whole manifest.
-func batchShard(c *cli.Context) (convert.Shard, error) {
+func batchShard(c *cli.Context) (batch.Shard, error) {
 	count := c.Int("shard-count")
 	if c.IsSet("shard-index") {
 		if !c.IsSet("shard-count") {
-			return convert.Shard{}, usagef("--shard-index needs --shard-count")
+			return batch.Shard{}, usagef("--shard-index needs --shard-count")
 		}
-		s := convert.Shard{Index: c.Int("shard-index"), Count: count}
+		s := batch.Shard{Index: c.Int("shard-index"), Count: count}
 		if err := s.Check(); err != nil {
 			return s, usageError{err}
 		}
 		return s, nil
 	}
-	s, ok, err := convert.ShardFromEnv(os.LookupEnv, count)
+	s, ok, err := batch.ShardFromEnv(os.LookupEnv, count)
 	if err != nil {
 		return s, usageError{err}
 	}
@@ -200,12 +200,12 @@ func batchShard(c *cli.Context) (convert.Shard, error) {
 	if c.IsSet("shard-count") && count != 1 {
 		return s, usagef("--shard-count %d needs --shard-index, or JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID in the environment", count)
 	}
-	return convert.Shard{Index: 0, Count: 1}, nil
+	return batch.Shard{Index: 0, Count: 1}, nil
 }
 
 // printBatchSummary prints a table of the jobs: the output of the jobs that went well, the
 // error of those that failed.
-func printBatchSummary(c *cli.Context, rep *convert.BatchReport) error {
+func printBatchSummary(c *cli.Context, rep *batch.Report) error {
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID\tKIND\tSTATUS\tSECONDS\tOUTPUT / ERROR\n")
 	for _, j := range rep.Jobs {

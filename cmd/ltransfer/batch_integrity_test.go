@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/convert/batch"
 )
 
 // listFiles returns every path under dir, relative to it.
@@ -271,7 +271,7 @@ func TestBatchConcurrentRuns(t *testing.T) {
 	if code := c.wait(); code != 1 {
 		t.Fatalf("a lone run: exit %d:\n%s", code, c.stderr.String())
 	}
-	if got := batchStatuses(readBatchReport(t, filepath.Join(refDir, "batch-report.json"))); got["broken"] != convert.StatusFailed || got["t"] != convert.StatusOK {
+	if got := batchStatuses(readBatchReport(t, filepath.Join(refDir, "batch-report.json"))); got["broken"] != batch.StatusFailed || got["t"] != batch.StatusOK {
 		t.Fatalf("a lone run: %v", got)
 	}
 	want := map[string][]byte{}
@@ -309,7 +309,7 @@ func TestBatchConcurrentRuns(t *testing.T) {
 		}
 		for _, r := range reports {
 			for _, j := range readBatchReport(t, r).Jobs {
-				if ok := j.Status == convert.StatusOK || j.Status == convert.StatusSkipped; ok == (j.ID == "broken") {
+				if ok := j.Status == batch.StatusOK || j.Status == batch.StatusSkipped; ok == (j.ID == "broken") {
 					t.Errorf("round %d: %s: job %s %s: %s", round, filepath.Base(r), j.ID, j.Status, j.Error)
 				}
 			}

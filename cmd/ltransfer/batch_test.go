@@ -21,7 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 
-	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/convert/batch"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 )
@@ -81,21 +81,21 @@ jobs:
 
 const cheapSettings = "  steps: 1\n  batch: 32\n  limit: 64\n  val_limit: 64\n  save: final"
 
-func readBatchReport(t *testing.T, path string) convert.BatchReport {
+func readBatchReport(t *testing.T, path string) batch.Report {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r convert.BatchReport
+	var r batch.Report
 	if err := json.Unmarshal(data, &r); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return r
 }
 
-func batchStatuses(r convert.BatchReport) map[string]convert.JobStatus {
-	s := map[string]convert.JobStatus{}
+func batchStatuses(r batch.Report) map[string]batch.JobStatus {
+	s := map[string]batch.JobStatus{}
 	for _, j := range r.Jobs {
 		s[j.ID] = j.Status
 	}
@@ -113,14 +113,14 @@ func TestBatchCommand(t *testing.T) {
 	}
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^a\s+transfer\s+ok\s+[0-9.]+\s+\S+out/a$`),
-		regexp.MustCompile(`(?m)^broken\s+transfer\s+failed\s+[0-9.]+\s+convert: .*job "broken": .*missing\.onnx`),
+		regexp.MustCompile(`(?m)^broken\s+transfer\s+failed\s+[0-9.]+\s+batch: .*job "broken": .*missing\.onnx`),
 		regexp.MustCompile(`(?m)^ev\s+eval\s+ok\s`),
 	} {
 		if !want.MatchString(stdout) {
 			t.Errorf("the summary has no line matching %s:\n%s", want, stdout)
 		}
 	}
-	want := map[string]convert.JobStatus{"a": convert.StatusOK, "b": convert.StatusOK, "broken": convert.StatusFailed, "ev": convert.StatusOK}
+	want := map[string]batch.JobStatus{"a": batch.StatusOK, "b": batch.StatusOK, "broken": batch.StatusFailed, "ev": batch.StatusOK}
 	if got := batchStatuses(readBatchReport(t, filepath.Join(dir, "batch-report.json"))); !sameStatuses(got, want) {
 		t.Errorf("batch-report.json: %v, want %v", got, want)
 	}
@@ -131,11 +131,11 @@ func TestBatchCommand(t *testing.T) {
 	if code != 1 || stderr == "" {
 		t.Fatalf("rerun: exit %d, stderr:\n%s", code, stderr)
 	}
-	var printed convert.BatchReport
+	var printed batch.Report
 	if err := json.Unmarshal([]byte(stdout), &printed); err != nil {
 		t.Fatalf("--json: %v\n%s", err, stdout)
 	}
-	want = map[string]convert.JobStatus{"a": convert.StatusSkipped, "b": convert.StatusSkipped, "broken": convert.StatusFailed, "ev": convert.StatusSkipped}
+	want = map[string]batch.JobStatus{"a": batch.StatusSkipped, "b": batch.StatusSkipped, "broken": batch.StatusFailed, "ev": batch.StatusSkipped}
 	if got := batchStatuses(printed); !sameStatuses(got, want) || !sameStatuses(batchStatuses(readBatchReport(t, report)), want) {
 		t.Errorf("rerun: %v, want %v", got, want)
 	}
@@ -145,13 +145,13 @@ func TestBatchCommand(t *testing.T) {
 	if code, _, stderr := runCLI("batch", "--force", "-q", path); code != 0 {
 		t.Fatalf("forced: exit %d, stderr:\n%s", code, stderr)
 	}
-	want = map[string]convert.JobStatus{"a": convert.StatusOK, "b": convert.StatusOK}
+	want = map[string]batch.JobStatus{"a": batch.StatusOK, "b": batch.StatusOK}
 	if got := batchStatuses(readBatchReport(t, filepath.Join(dir, "batch-report.json"))); !sameStatuses(got, want) {
 		t.Errorf("forced: %v, want %v", got, want)
 	}
 }
 
-func sameStatuses(a, b map[string]convert.JobStatus) bool {
+func sameStatuses(a, b map[string]batch.JobStatus) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -420,9 +420,9 @@ func TestBatchBinary(t *testing.T) {
 		rep := readBatchReport(t, filepath.Join(dir, "batch-report.json"))
 		skipped := 0
 		for _, j := range rep.Jobs {
-			want := convert.StatusOK
+			want := batch.StatusOK
 			if done[j.ID] {
-				want = convert.StatusSkipped
+				want = batch.StatusSkipped
 				skipped++
 			}
 			if j.Status != want {
@@ -466,7 +466,7 @@ func TestBatchBinary(t *testing.T) {
 			}
 			rep := readBatchReport(t, filepath.Join(dir, "batch-report.json"))
 			got := batchStatuses(rep)
-			if !rep.Interrupted || got["a"] != convert.StatusOK || got["c"] != convert.StatusCancelled || got["d"] != convert.StatusCancelled {
+			if !rep.Interrupted || got["a"] != batch.StatusOK || got["c"] != batch.StatusCancelled || got["d"] != batch.StatusCancelled {
 				t.Errorf("report after %v: interrupted %v, statuses %v", sig, rep.Interrupted, got)
 			}
 			c = startBatch(t, ctx, bin, "batch", path)
@@ -474,7 +474,7 @@ func TestBatchBinary(t *testing.T) {
 				t.Fatalf("the rerun: exit %d:\n%s", code, c.stderr.String())
 			}
 			got = batchStatuses(readBatchReport(t, filepath.Join(dir, "batch-report.json")))
-			if got["a"] != convert.StatusSkipped || got["c"] != convert.StatusOK || got["d"] != convert.StatusOK {
+			if got["a"] != batch.StatusSkipped || got["c"] != batch.StatusOK || got["d"] != batch.StatusOK {
 				t.Errorf("rerun: %v", got)
 			}
 		})
@@ -484,7 +484,7 @@ func TestBatchBinary(t *testing.T) {
 // TestBatchExamples checks the example files: the manifest parses, and the Kubernetes Job and
 // the Slurm script run `ltransfer batch` with as many shards as they start processes.
 func TestBatchExamples(t *testing.T) {
-	m, err := convert.LoadManifest(filepath.Join("examples", "ensemble.yaml"))
+	m, err := batch.LoadManifest(filepath.Join("examples", "ensemble.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,7 +492,7 @@ func TestBatchExamples(t *testing.T) {
 		t.Errorf("the ensemble has %d jobs", len(m.Jobs))
 	}
 	for _, j := range m.Jobs {
-		if j.Kind != convert.KindTransfer {
+		if j.Kind != batch.KindTransfer {
 			t.Errorf("job %s is a %s: jobs of different shards cannot wait for each other", j.ID, j.Kind)
 		}
 	}

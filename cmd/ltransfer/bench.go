@@ -97,7 +97,7 @@ func benchParent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows []*convert.BenchResult
+	var rows []*BenchResult
 	for _, model := range strings.Split(c.String("models"), ",") {
 		if model == "mlp4096" {
 			if _, err := os.Stat(filepath.Join(c.String("checkpoints"), "mlp4096", "seed2", "ckpt_000.onnx")); err != nil {
@@ -118,7 +118,7 @@ func benchParent(c *cli.Context) error {
 			if err := cmd.Run(); err != nil {
 				return fmt.Errorf("bench %s %s: %w", model, method, err)
 			}
-			var r convert.BenchResult
+			var r BenchResult
 			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 				return fmt.Errorf("bench %s %s: reading the result: %w", model, method, err)
 			}
@@ -149,7 +149,7 @@ func benchChild(c *cli.Context) error {
 		return err
 	}
 	debug.FreeOSMemory()
-	_, base, err := convert.ReadRSS()
+	_, base, err := ReadRSS()
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func benchChild(c *cli.Context) error {
 		opt.Progress = progress.step
 		defer progress.done()
 	}
-	r, err := convert.Bench(*bc, opt, base)
+	r, err := Bench(*bc, opt, base)
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func benchChild(c *cli.Context) error {
 }
 
 // benchCase loads the named case.
-func benchCase(model, checkpoints, fixtures string) (*convert.BenchCase, error) {
+func benchCase(model, checkpoints, fixtures string) (*BenchCase, error) {
 	switch model {
 	case "mlp4096":
 		dir := filepath.Join(checkpoints, "mlp4096")
@@ -185,7 +185,7 @@ func benchCase(model, checkpoints, fixtures string) (*convert.BenchCase, error) 
 		if err != nil {
 			return nil, err
 		}
-		return &convert.BenchCase{Model: model, Source: src, Init: init}, nil
+		return &BenchCase{Model: model, Source: src, Init: init}, nil
 	case "cnn", "resnet":
 		dir := filepath.Join(fixtures, model, "seed1")
 		src, err := convert.LoadTrajectory(filepath.Join(dir, "ckpt_000.onnx"), filepath.Join(dir, "ckpt_002.onnx"))
@@ -201,7 +201,7 @@ func benchCase(model, checkpoints, fixtures string) (*convert.BenchCase, error) 
 		}
 		init := *first
 		init.Params, init.Path = params, first.Path+" (redrawn, seed 2)"
-		return &convert.BenchCase{Model: model, Source: src, Init: &init}, nil
+		return &BenchCase{Model: model, Source: src, Init: &init}, nil
 	}
 	return nil, usagef("unknown bench model %q (want mlp4096, cnn or resnet)", model)
 }
@@ -213,8 +213,8 @@ func passParent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows []*convert.PassResult
-	for _, pass := range convert.Passes {
+	var rows []*PassResult
+	for _, pass := range Passes {
 		cmd := exec.Command(exe, "bench", "--child", "--pass", pass, "--passes", c.String("passes"),
 			"--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")))
 		var out bytes.Buffer
@@ -222,13 +222,13 @@ func passParent(c *cli.Context) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("bench %s pass: %w", pass, err)
 		}
-		var r convert.PassResult
+		var r PassResult
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 			return fmt.Errorf("bench %s pass: reading the result: %w", pass, err)
 		}
 		rows = append(rows, &r)
 	}
-	var torch []*convert.PassResult
+	var torch []*PassResult
 	if py := c.String("torch"); py != "" {
 		script := filepath.Join(c.String("fixtures"), "gen", "bench_resnet_torch.py")
 		cmd := exec.Command(py, script, "--json", "--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")),
@@ -272,7 +272,7 @@ func passChild(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := convert.BenchPass(m, c.String("pass"), c.Int("batch"), c.Int("runs"))
+	r, err := BenchPass(m, c.String("pass"), c.Int("batch"), c.Int("runs"))
 	if err != nil {
 		return err
 	}

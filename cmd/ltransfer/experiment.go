@@ -8,6 +8,8 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/convert/experiment"
+	"github.com/ltransfer/ltransfer/convert/train"
 )
 
 const experimentDescription = `Compares naive, FGMT, GMT and oracle transfers, and what fine-tuning makes of them, on one
@@ -38,7 +40,7 @@ func experimentCommand() *cli.Command {
 		UsageText:   "ltransfer experiment [--scenario scratch|finetune] [options] --out DIR",
 		Description: experimentDescription,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "scenario", Value: convert.ScenarioScratch, Usage: "scratch or finetune"},
+			&cli.StringFlag{Name: "scenario", Value: experiment.ScenarioScratch, Usage: "scratch or finetune"},
 			&cli.StringFlag{Name: "arch", Value: "mlp:784,256,10", Usage: "architecture of the trained runs (see ltransfer init)"},
 			&cli.Uint64Flag{Name: "source-seed", Value: 1, Usage: "seed of the source run's initialization and example order"},
 			&cli.Uint64Flag{Name: "target-seed", Value: 2, Usage: "seed of the target run's initialization and example order"},
@@ -77,13 +79,13 @@ func experimentCommand() *cli.Command {
 	}
 }
 
-// runExperiment reads the flags into convert.ExperimentOptions, runs the experiment and prints
+// runExperiment reads the flags into experiment.Options, runs the experiment and prints
 // its summary.
 func runExperiment(c *cli.Context) error {
 	if c.String("out") == "" {
 		return usagef("--out is required")
 	}
-	opt := convert.ExperimentOptions{
+	opt := experiment.Options{
 		Scenario: c.String("scenario"), Arch: c.String("arch"),
 		SourceSeed: c.Uint64("source-seed"), TargetSeed: c.Uint64("target-seed"),
 		SourceTrajectory: commaList(c.String("source-trajectory")), TargetTrajectory: commaList(c.String("target-trajectory")),
@@ -97,12 +99,12 @@ func runExperiment(c *cli.Context) error {
 	}
 	if !c.IsSet("epochs") {
 		opt.Epochs = 10
-		if opt.Scenario == convert.ScenarioFinetune {
+		if opt.Scenario == experiment.ScenarioFinetune {
 			opt.Epochs = 3
 		}
 	}
 	var err error
-	if opt.Scenario == convert.ScenarioFinetune {
+	if opt.Scenario == experiment.ScenarioFinetune {
 		if opt.PretrainClasses, err = intList(c.String("pretrain-classes")); err != nil {
 			return err
 		}
@@ -130,9 +132,9 @@ func runExperiment(c *cli.Context) error {
 		return usageError{err}
 	}
 	stages := &stageProgress{p: newProgress(c.App.ErrWriter, c.Bool("quiet"))}
-	opt.OnTrain = func(stage string, p convert.TrainProgress) { stages.enter(stage).train(p) }
+	opt.OnTrain = func(stage string, p train.Progress) { stages.enter(stage).train(p) }
 	opt.OnStep = func(stage string, r convert.StepReport) { stages.enter(stage).step(r) }
-	report, err := convert.RunExperiment(opt)
+	report, err := experiment.Run(opt)
 	stages.p.done()
 	if err != nil {
 		return err

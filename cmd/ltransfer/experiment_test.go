@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/convert/experiment"
 )
 
 // TestExperimentCommand runs a small scratch experiment on the shipped mlp runs (1280 training
@@ -38,12 +38,12 @@ func TestExperimentCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep convert.ExperimentReport
+	var rep experiment.Report
 	if err := json.Unmarshal(data2, &rep); err != nil {
 		t.Fatal(err)
 	}
 	s := rep.Settings
-	if s.Scenario != convert.ScenarioScratch || s.Steps != 2 || s.Batch != 64 || s.LR != 0.02 || s.EvalEvery != 5 ||
+	if s.Scenario != experiment.ScenarioScratch || s.Steps != 2 || s.Batch != 64 || s.LR != 0.02 || s.EvalEvery != 5 ||
 		s.Limit != 1280 || s.Mean[0] != 0.1307 || s.Std[0] != 0.3081 || s.FinetuneEpochs != 1 || s.FinetuneClasses != nil ||
 		len(s.TargetTrajectory) != 2 || rep.TrainExamples != 1280 || rep.ValExamples != 500 {
 		t.Errorf("settings %+v, %d/%d examples", s, rep.TrainExamples, rep.ValExamples)
@@ -51,11 +51,11 @@ func TestExperimentCommand(t *testing.T) {
 	var rows [3]int // transfer naive, transfer gmt, fine-tuning scratch
 	for _, r := range rep.Rows {
 		switch {
-		case r.Phase == convert.PhaseTransfer && r.Method == "naive":
+		case r.Phase == experiment.PhaseTransfer && r.Method == "naive":
 			rows[0]++
-		case r.Phase == convert.PhaseTransfer && r.Method == "gmt":
+		case r.Phase == experiment.PhaseTransfer && r.Method == "gmt":
 			rows[1]++
-		case r.Phase == convert.PhaseFinetune && r.Method == "scratch":
+		case r.Phase == experiment.PhaseFinetune && r.Method == "scratch":
 			rows[2]++
 		}
 	}
@@ -66,7 +66,7 @@ func TestExperimentCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg, err := png.DecodeConfig(bytes.NewReader(img)); err != nil || cfg.Width != convert.PlotWidth || cfg.Height != convert.PlotHeight {
+	if cfg, err := png.DecodeConfig(bytes.NewReader(img)); err != nil || cfg.Width != experiment.PlotWidth || cfg.Height != experiment.PlotHeight {
 		t.Errorf("experiment.png: %v, %dx%d", err, cfg.Width, cfg.Height)
 	}
 	for _, f := range []string{"experiment.csv", filepath.Join("finetune", "gmt", "ckpt_001.onnx"), filepath.Join("finetune", "scratch", "train.json")} {
@@ -95,7 +95,7 @@ func TestExperimentCommandFinetune(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var rep convert.ExperimentReport
+	var rep experiment.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("stdout is not the report: %v\n%s", err, stdout)
 	}
@@ -112,7 +112,7 @@ func TestExperimentCommandFinetune(t *testing.T) {
 	}
 	s := rep.Settings
 	if strings.Join(runs, " ") != "pretrain-source source pretrain-target target" || strings.Join(methods, " ") != "naive oracle direct" ||
-		rep.Baseline != convert.BaselineDirect || s.Epochs != 1 || !s.Relabel || len(s.FinetuneClasses) != 2 || rep.TrainExamples != 640 {
+		rep.Baseline != experiment.BaselineDirect || s.Epochs != 1 || !s.Relabel || len(s.FinetuneClasses) != 2 || rep.TrainExamples != 640 {
 		t.Errorf("runs %v, summary %v, baseline %s, settings %+v", runs, methods, rep.Baseline, s)
 	}
 	// Relabelled, the fine-tuning classes 2 and 3 are labels 0 and 1, the only ones the

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/convert/train"
 	"github.com/ltransfer/ltransfer/graph"
 )
 
@@ -28,7 +28,7 @@ func trainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "momentum", Value: 0.9, Usage: "SGD momentum"},
 			&cli.Float64Flag{Name: "weight-decay", Usage: "L2 weight decay, as torch.optim.SGD's"},
 			&cli.IntFlag{Name: "batch", Value: 128, Usage: "mini-batch size (the last, partial batch of an epoch is kept)"},
-			&cli.StringFlag{Name: "schedule", Value: string(convert.ConstantLR), Usage: "learning rate schedule: constant, or cosine (annealed to 0 over all steps)"},
+			&cli.StringFlag{Name: "schedule", Value: string(train.Constant), Usage: "learning rate schedule: constant, or cosine (annealed to 0 over all steps)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the example order"},
 			&cli.IntFlag{Name: "every-steps", Usage: "write a checkpoint every N steps instead of every epoch"},
 			&cli.IntFlag{Name: "eval-every", Usage: "also evaluate on the validation data every N steps"},
@@ -42,9 +42,9 @@ func trainCommand() *cli.Command {
 					return usagef("--%s is required", f)
 				}
 			}
-			opt := convert.TrainOptions{
+			opt := train.Options{
 				Epochs: c.Int("epochs"), Batch: c.Int("batch"), LR: c.Float64("lr"), Momentum: c.Float64("momentum"),
-				WeightDecay: c.Float64("weight-decay"), Schedule: convert.LRSchedule(c.String("schedule")),
+				WeightDecay: c.Float64("weight-decay"), Schedule: train.Schedule(c.String("schedule")),
 				Seed: c.Uint64("seed"), EverySteps: c.Int("every-steps"), EvalEvery: c.Int("eval-every"),
 				Out: c.String("out"), Data: c.String("data"), ValData: c.String("val-data"),
 			}
@@ -61,7 +61,7 @@ func trainCommand() *cli.Command {
 			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 			progress.start("train")
 			opt.Progress = progress.train
-			report, err := convert.Train(m, nil, opt)
+			report, err := train.Run(m, nil, opt)
 			progress.done()
 			if err != nil {
 				return err
@@ -81,7 +81,7 @@ func trainCommand() *cli.Command {
 
 // train prints a training step: on a terminal a bar redrawn in place at every step, otherwise a
 // line at every evaluation.
-func (p *progress) train(r convert.TrainProgress) {
+func (p *progress) train(r train.Progress) {
 	if p.quiet || (!p.terminal && r.Eval == nil) {
 		return
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/convert/train"
 )
 
 func moduleMNIST(t *testing.T) string {
@@ -32,14 +32,14 @@ func TestTrainCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var rep convert.TrainReport
+	var rep train.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("stdout is not the report: %v\n%s", err, stdout)
 	}
 	if stderr != "" {
 		t.Errorf("--quiet printed %q", stderr)
 	}
-	if rep.Settings.Epochs != 2 || rep.Settings.Schedule != convert.CosineLR || rep.Settings.WeightDecay != 5e-4 ||
+	if rep.Settings.Epochs != 2 || rep.Settings.Schedule != train.Cosine || rep.Settings.WeightDecay != 5e-4 ||
 		rep.Settings.Data != data || rep.StepsPerEpoch != 20 || len(rep.Evals) != 5 || len(rep.Epochs) != 2 {
 		t.Errorf("report %s", stdout)
 	}
@@ -50,7 +50,7 @@ func TestTrainCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var file convert.TrainReport
+	var file train.Report
 	if err := json.Unmarshal(saved, &file); err != nil || file.Epochs[1] != rep.Epochs[1] {
 		t.Errorf("train.json (%v) differs from the printed report:\n%s", err, saved)
 	}

@@ -1,4 +1,4 @@
-package convert
+package main
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/graph"
 )
 
@@ -21,7 +22,7 @@ type BenchCase struct {
 	// Model names the case in the table (mlp4096, cnn, resnet).
 	Model string
 	// Source is the source run's checkpoints in order; Init the new initialization.
-	Source *Trajectory
+	Source *convert.Trajectory
 	Init   *graph.Model
 }
 
@@ -63,14 +64,14 @@ type BenchResult struct {
 // timings, accuracy and memory. baseRSS is the resident memory measured before the
 // checkpoints were loaded (see ReadRSS); the peak is read from the kernel's high-water mark,
 // reset just before the transfer starts when the kernel allows it.
-func Bench(c BenchCase, opt Options, baseRSS int64) (*BenchResult, error) {
+func Bench(c BenchCase, opt convert.Options, baseRSS int64) (*BenchResult, error) {
 	buffers, err := bufferBytes(c, opt)
 	if err != nil {
 		return nil, err
 	}
 	resetPeakRSS()
 	start := time.Now()
-	res, err := Transfer(c.Source, c.Init, opt, nil)
+	res, err := convert.Transfer(c.Source, c.Init, opt, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -98,35 +99,37 @@ func Bench(c BenchCase, opt Options, baseRSS int64) (*BenchResult, error) {
 
 // bufferBytes returns the bytes of the buffers a transfer of c must hold at once (see
 // BenchResult.BufferBytes). The size of one gradient is measured on one batch, in the form the
-// transfer keeps it (dense layers' weights as factors where that is smaller).
-func bufferBytes(c BenchCase, opt Options) (int64, error) {
+// transfer keeps it (dense layers' weights as factors where that is smaller); averaging over
+// GradBatches batches stacks their factors.
+func bufferBytes(c BenchCase, opt convert.Options) (int64, error) {
 	point := c.Init.Params.Bytes()
-	r, err := newRunner(c.Init, opt.Batch)
+	n := min(opt.Batch, opt.Train.Len())
+	s, err := graph.NewSession(c.Init, n)
 	if err != nil {
 		return 0, err
 	}
-	idx := make([]int, min(opt.Batch, opt.Train.Len()))
+	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
 	}
-	batches := make([][]int, opt.GradBatches)
-	for i := range batches {
-		batches[i] = idx
+	x, y := make([]float32, n*s.ExampleSize()), make([]int64, n)
+	if err := opt.Train.Batch(idx, x, y); err != nil {
+		return 0, err
 	}
-	_, g, err := r.grad(c.Init.Params, opt.Train, batches)
+	_, g, err := s.LossAndFactoredGrad(x, y)
 	if err != nil {
 		return 0, err
 	}
 	grad := g.Params.Bytes()
 	for _, l := range g.LowRank {
-		grad += 4 * int64(len(l.U)+len(l.V))
+		grad += 4 * int64(opt.GradBatches*(len(l.U)+len(l.V)))
 	}
 	spec, _, err := graph.Symmetries(c.Init)
 	if err != nil {
 		return 0, err
 	}
 	var largest int64
-	for _, gr := range restrict(spec, c.Init.Trainable()).Groups {
+	for _, gr := range spec.Groups {
 		largest = max(largest, int64(gr.Size))
 	}
 	pairs := int64(0)
@@ -141,7 +144,7 @@ func bufferBytes(c BenchCase, opt Options) (int64, error) {
 func ReadRSS() (peak, current int64, err error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0, 0, fmt.Errorf("convert: reading memory use: %w", err)
+		return 0, 0, fmt.Errorf("bench: reading memory use: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -152,7 +155,7 @@ func ReadRSS() (peak, current int64, err error) {
 		}
 		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(value), " kB"), 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("convert: reading memory use: %s: %w", sc.Text(), err)
+			return 0, 0, fmt.Errorf("bench: reading memory use: %s: %w", sc.Text(), err)
 		}
 		if key == "VmHWM" {
 			peak = kb << 10
@@ -161,7 +164,7 @@ func ReadRSS() (peak, current int64, err error) {
 		}
 	}
 	if peak == 0 || current == 0 {
-		return 0, 0, errors.Join(sc.Err(), errors.New("convert: reading memory use: no VmHWM and VmRSS in /proc/self/status"))
+		return 0, 0, errors.Join(sc.Err(), errors.New("bench: reading memory use: no VmHWM and VmRSS in /proc/self/status"))
 	}
 	return peak, current, nil
 }
@@ -199,10 +202,10 @@ type PassResult struct {
 // labels over the model's classes), runs times after a warm-up.
 func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error) {
 	if !slices.Contains(Passes, pass) {
-		return nil, fmt.Errorf("convert: unknown pass %q (want one of %s)", pass, strings.Join(Passes, ", "))
+		return nil, fmt.Errorf("bench: unknown pass %q (want one of %s)", pass, strings.Join(Passes, ", "))
 	}
 	if runs < 1 {
-		return nil, fmt.Errorf("convert: %d runs", runs)
+		return nil, fmt.Errorf("bench: %d runs", runs)
 	}
 	s, err := graph.NewSession(m, batch)
 	if err != nil {

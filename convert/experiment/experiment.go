@@ -1,4 +1,8 @@
-package convert
+// Package experiment compares the transfer methods as the paper does, in one scenario: it
+// trains (or loads) a source and a target run, transfers the source run onto the target's
+// starting point with each method, fine-tunes each result and the starting point itself, and
+// writes every evaluation as CSV, a JSON report, a Markdown summary and plots (PNG).
+package experiment
 
 import (
 	"bytes"
@@ -14,7 +18,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/convert/train"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/models"
 	"github.com/ltransfer/ltransfer/params"
@@ -44,17 +50,17 @@ const (
 	BaselineDirect  = "direct"
 )
 
-// ExperimentSchema is the version of the experiment.json layout; it changes when fields change
+// Schema is the version of the experiment.json layout; it changes when fields change
 // meaning or disappear (new fields keep it).
-const ExperimentSchema = 1
+const Schema = 1
 
 // ReachMargin is how close to the target run's final validation accuracy a fine-tuning must come
 // to have caught up with it (0.005: half a point).
 const ReachMargin = 0.005
 
-// ExperimentOptions configure RunExperiment. Their JSON form is the settings record of
+// Options configure Run. Their JSON form is the settings record of
 // experiment.json.
-type ExperimentOptions struct {
+type Options struct {
 	// Scenario is ScenarioScratch or ScenarioFinetune.
 	Scenario string `json:"scenario"`
 	// Arch is the models.Parse spec of the network whose runs are trained; the source and
@@ -84,10 +90,10 @@ type ExperimentOptions struct {
 	Methods []string `json:"methods"`
 	// Steps, Schedule, GradBatches and NormBatches are the transfer's Options. The transfer
 	// runs over the linear trajectory from the source's first checkpoint to its last.
-	Steps       int      `json:"steps"`
-	Schedule    Schedule `json:"schedule"`
-	GradBatches int      `json:"grad_batches"`
-	NormBatches int      `json:"bn_batches"`
+	Steps       int              `json:"steps"`
+	Schedule    convert.Schedule `json:"schedule"`
+	GradBatches int              `json:"grad_batches"`
+	NormBatches int              `json:"bn_batches"`
 	// FinetuneEpochs is how long each method's best step and the baseline are fine-tuned
 	// (0: not at all), evaluated every EvalEvery steps.
 	FinetuneEpochs int `json:"finetune_epochs"`
@@ -117,73 +123,73 @@ type ExperimentOptions struct {
 	Out string `json:"out"`
 	// OnTrain and OnStep, when set, receive the progress of every training run and transfer,
 	// with the stage's name ("source", "transfer gmt", "finetune gmt", ...).
-	OnTrain func(stage string, p TrainProgress) `json:"-"`
-	OnStep  func(stage string, r StepReport)    `json:"-"`
+	OnTrain func(stage string, p train.Progress)     `json:"-"`
+	OnStep  func(stage string, r convert.StepReport) `json:"-"`
 }
 
 // Check returns an error naming the first invalid setting; the data and the trajectories are
-// checked by RunExperiment.
-func (o ExperimentOptions) Check() error {
+// checked by Run.
+func (o Options) Check() error {
 	trains := len(o.SourceTrajectory) == 0 || len(o.TargetTrajectory) == 0
 	switch {
 	case o.Scenario != ScenarioScratch && o.Scenario != ScenarioFinetune:
-		return fmt.Errorf("convert: unknown scenario %q (want %s or %s)", o.Scenario, ScenarioScratch, ScenarioFinetune)
+		return fmt.Errorf("experiment: unknown scenario %q (want %s or %s)", o.Scenario, ScenarioScratch, ScenarioFinetune)
 	case trains && o.Arch == "":
-		return errors.New("convert: an architecture is needed to train the runs not given as trajectories")
+		return errors.New("experiment: an architecture is needed to train the runs not given as trajectories")
 	case trains && o.Epochs < 1:
-		return fmt.Errorf("convert: %d epochs, want at least 1", o.Epochs)
+		return fmt.Errorf("experiment: %d epochs, want at least 1", o.Epochs)
 	case trains && o.Scenario == ScenarioFinetune && o.PretrainEpochs < 1:
-		return fmt.Errorf("convert: %d pre-training epochs, want at least 1", o.PretrainEpochs)
+		return fmt.Errorf("experiment: %d pre-training epochs, want at least 1", o.PretrainEpochs)
 	case o.FinetuneEpochs < 0:
-		return fmt.Errorf("convert: %d fine-tuning epochs, want 0 (none) or more", o.FinetuneEpochs)
+		return fmt.Errorf("experiment: %d fine-tuning epochs, want 0 (none) or more", o.FinetuneEpochs)
 	case o.EvalEvery < 0:
-		return fmt.Errorf("convert: evaluation interval %d steps, want 0 (every epoch) or more", o.EvalEvery)
+		return fmt.Errorf("experiment: evaluation interval %d steps, want 0 (every epoch) or more", o.EvalEvery)
 	case o.Steps < 1:
-		return fmt.Errorf("convert: %d interpolation steps, want at least 1", o.Steps)
+		return fmt.Errorf("experiment: %d interpolation steps, want at least 1", o.Steps)
 	case o.Batch < 1:
-		return fmt.Errorf("convert: batch size %d, want at least 1", o.Batch)
+		return fmt.Errorf("experiment: batch size %d, want at least 1", o.Batch)
 	case o.GradBatches < 1 || o.NormBatches < 1:
-		return fmt.Errorf("convert: grad batches %d and BatchNorm batches %d must be at least 1", o.GradBatches, o.NormBatches)
+		return fmt.Errorf("experiment: grad batches %d and BatchNorm batches %d must be at least 1", o.GradBatches, o.NormBatches)
 	case !(o.LR > 0 && o.LR < math.Inf(1)):
-		return fmt.Errorf("convert: learning rate %v, want a finite value above 0", o.LR)
+		return fmt.Errorf("experiment: learning rate %v, want a finite value above 0", o.LR)
 	case o.Limit < 0 || o.ValLimit < 0:
-		return fmt.Errorf("convert: limits %d and %d, want 0 (no limit) or more", o.Limit, o.ValLimit)
+		return fmt.Errorf("experiment: limits %d and %d, want 0 (no limit) or more", o.Limit, o.ValLimit)
 	case o.Data == "":
-		return errors.New("convert: no data")
+		return errors.New("experiment: no data")
 	case o.Out == "":
-		return errors.New("convert: no output folder")
+		return errors.New("experiment: no output folder")
 	}
 	if o.Arch != "" {
 		if _, err := models.Parse(o.Arch); err != nil {
-			return fmt.Errorf("convert: %w", err)
+			return fmt.Errorf("experiment: %w", err)
 		}
 	}
-	if _, err := ParseSchedule(string(o.Schedule)); err != nil {
+	if _, err := convert.ParseSchedule(string(o.Schedule)); err != nil {
 		return err
 	}
-	if err := checkSGD(o.Momentum, o.WeightDecay); err != nil {
+	if err := train.CheckSGD(o.Momentum, o.WeightDecay); err != nil {
 		return err
 	}
 	for i, m := range o.Methods {
 		if !slices.Contains([]string{"naive", "fgmt", "gmt", "oracle"}, m) {
-			return fmt.Errorf("convert: unknown method %q (want naive, fgmt, gmt or oracle)", m)
+			return fmt.Errorf("experiment: unknown method %q (want naive, fgmt, gmt or oracle)", m)
 		}
 		if slices.Contains(o.Methods[:i], m) {
-			return fmt.Errorf("convert: method %q listed twice", m)
+			return fmt.Errorf("experiment: method %q listed twice", m)
 		}
 	}
 	for _, s := range o.SummarySteps {
 		if s < 0 {
-			return fmt.Errorf("convert: summary step %d, want 0 or more", s)
+			return fmt.Errorf("experiment: summary step %d, want 0 or more", s)
 		}
 	}
 	if o.Scenario == ScenarioFinetune {
 		if len(o.FinetuneClasses) == 0 || (trains && len(o.PretrainClasses) == 0) {
-			return errors.New("convert: the finetune scenario needs pre-training and fine-tuning classes")
+			return errors.New("experiment: the finetune scenario needs pre-training and fine-tuning classes")
 		}
 		for _, c := range o.FinetuneClasses {
 			if slices.Contains(o.PretrainClasses, c) {
-				return fmt.Errorf("convert: class %d is both a pre-training and a fine-tuning class", c)
+				return fmt.Errorf("experiment: class %d is both a pre-training and a fine-tuning class", c)
 			}
 		}
 	}
@@ -191,7 +197,7 @@ func (o ExperimentOptions) Check() error {
 }
 
 // baseline returns the name of the scenario's baseline.
-func (o ExperimentOptions) baseline() string {
+func (o Options) baseline() string {
 	if o.Scenario == ScenarioFinetune {
 		return BaselineDirect
 	}
@@ -199,15 +205,15 @@ func (o ExperimentOptions) baseline() string {
 }
 
 // summarySteps returns the fine-tuning steps the summary reports.
-func (o ExperimentOptions) summarySteps() []int {
+func (o Options) summarySteps() []int {
 	if o.SummarySteps == nil {
 		return []int{0, 25, 50, 100, 200, 400}
 	}
 	return o.SummarySteps
 }
 
-// ExperimentRow is one evaluation: a line of experiment.csv.
-type ExperimentRow struct {
+// Row is one evaluation: a line of experiment.csv.
+type Row struct {
 	Scenario string `json:"scenario"`
 	// Method is a transfer method, or the baseline in the fine-tuning phase.
 	Method string `json:"method"`
@@ -224,8 +230,8 @@ type ExperimentRow struct {
 	WallSeconds float64 `json:"wall_seconds"`
 }
 
-// ExperimentRun is one of the training runs the experiment starts from.
-type ExperimentRun struct {
+// TrainingRun is one of the training runs the experiment starts from.
+type TrainingRun struct {
 	// Name is "source" or "target", or "pretrain-source" or "pretrain-target".
 	Name string `json:"name"`
 	// Checkpoints are the run's files in order; Trained says whether the experiment trained
@@ -234,8 +240,8 @@ type ExperimentRun struct {
 	Trained     bool     `json:"trained"`
 	// Final is the last checkpoint's score on the validation examples of the run's classes;
 	// Seconds the training time (0 for a given run).
-	Final   Score   `json:"final"`
-	Seconds float64 `json:"seconds"`
+	Final   convert.Score `json:"final"`
+	Seconds float64       `json:"seconds"`
 }
 
 // MethodSummary is one line of the summary table.
@@ -263,25 +269,25 @@ type TransferSummary struct {
 	Seconds  float64 `json:"seconds"`
 }
 
-// ExperimentReport is experiment.json: the settings, the runs, every evaluation and the summary.
-type ExperimentReport struct {
-	// Schema is ExperimentSchema.
-	Schema   int               `json:"schema_version"`
-	Settings ExperimentOptions `json:"settings"`
+// Report is experiment.json: the settings, the runs, every evaluation and the summary.
+type Report struct {
+	// Schema is Schema.
+	Schema   int     `json:"schema_version"`
+	Settings Options `json:"settings"`
 	// Baseline is the name of the fine-tuning baseline: BaselineScratch or BaselineDirect.
 	Baseline string `json:"baseline"`
 	// Runs are the source and target runs, after their pre-training runs in ScenarioFinetune.
-	Runs []ExperimentRun `json:"runs"`
+	Runs []TrainingRun `json:"runs"`
 	// InitScore is the target's starting point before any transfer (the second pre-trained
 	// model in ScenarioFinetune); TargetFinal the end of the target run, the accuracy the
 	// fine-tunings are measured against.
-	InitScore   Score `json:"init_score"`
-	TargetFinal Score `json:"target_final"`
+	InitScore   convert.Score `json:"init_score"`
+	TargetFinal convert.Score `json:"target_final"`
 	// TrainExamples and ValExamples are the sizes of the data the transfers and fine-tunings
 	// use.
 	TrainExamples int             `json:"train_examples"`
 	ValExamples   int             `json:"val_examples"`
-	Rows          []ExperimentRow `json:"rows"`
+	Rows          []Row           `json:"rows"`
 	Summary       []MethodSummary `json:"summary"`
 	Files         []string        `json:"files"`
 	Seconds       float64         `json:"seconds"`
@@ -289,20 +295,20 @@ type ExperimentReport struct {
 
 // experiment holds what a running experiment needs.
 type experiment struct {
-	opt       ExperimentOptions
-	rep       *ExperimentReport
+	opt       Options
+	rep       *Report
 	trainSet  dataset.Source // the examples of the transfers and the fine-tunings
 	valSet    dataset.Source
-	src       *Trajectory // the linear source trajectory: first and last checkpoints
-	srcEpochs int         // the epochs the source run spans
-	target    *Trajectory
+	src       *convert.Trajectory // the linear source trajectory: first and last checkpoints
+	srcEpochs int                 // the epochs the source run spans
+	target    *convert.Trajectory
 	init      *graph.Model // the target's starting point
 	// preTrain and preVal are the pre-training examples of ScenarioFinetune, opened when first
 	// needed.
 	preTrain, preVal dataset.Source
 }
 
-// RunExperiment compares the transfer methods on one scenario and writes, into opt.Out,
+// Run compares the transfer methods on one scenario and writes, into opt.Out,
 // experiment.csv (every evaluation), experiment.json (the report) and experiment.png (the
 // plots), next to the folders of the training runs: source and target (pre-training first in
 // ScenarioFinetune, unless the trajectories are given), and finetune/METHOD for each method
@@ -312,22 +318,22 @@ type experiment struct {
 // the linear trajectory from its first checkpoint to its last; the oracle matches the target
 // run's own update. Each method's best step, and the target's starting point itself (the
 // baseline), are then fine-tuned with the same SGD and example order for FinetuneEpochs.
-func RunExperiment(opt ExperimentOptions) (*ExperimentReport, error) {
+func Run(opt Options) (*Report, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	inputs := append(slices.Clone(opt.SourceTrajectory), opt.TargetTrajectory...)
-	if err := PrepareDir(opt.Out, inputs...); err != nil {
+	if err := convert.PrepareDir(opt.Out, inputs...); err != nil {
 		return nil, err
 	}
 	if entries, err := os.ReadDir(opt.Out); err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("experiment: %w", err)
 	} else if len(entries) > 0 {
-		return nil, fmt.Errorf("convert: the output folder %s is not empty (it holds %s): choose another folder or empty it", opt.Out, entries[0].Name())
+		return nil, fmt.Errorf("experiment: the output folder %s is not empty (it holds %s): choose another folder or empty it", opt.Out, entries[0].Name())
 	}
 	e := &experiment{opt: opt,
-		rep: &ExperimentReport{Schema: ExperimentSchema, Settings: opt, Baseline: opt.baseline()}}
+		rep: &Report{Schema: Schema, Settings: opt, Baseline: opt.baseline()}}
 	var classes []int // every class in ScenarioScratch
 	if opt.Scenario == ScenarioFinetune {
 		classes = opt.FinetuneClasses
@@ -337,7 +343,7 @@ func RunExperiment(opt ExperimentOptions) (*ExperimentReport, error) {
 		return nil, err
 	}
 	e.rep.TrainExamples, e.rep.ValExamples = e.trainSet.Len(), e.valSet.Len()
-	var source *Trajectory
+	var source *convert.Trajectory
 	if source, err = e.run("source", opt.SourceTrajectory, opt.SourceSeed); err != nil {
 		return nil, err
 	}
@@ -345,13 +351,13 @@ func RunExperiment(opt ExperimentOptions) (*ExperimentReport, error) {
 		return nil, err
 	}
 	e.srcEpochs = len(source.Paths) - 1
-	e.src = &Trajectory{Paths: []string{source.Paths[0], source.Paths[e.srcEpochs]},
+	e.src = &convert.Trajectory{Paths: []string{source.Paths[0], source.Paths[e.srcEpochs]},
 		Checkpoints: []*graph.Model{source.Checkpoints[0], source.Checkpoints[e.srcEpochs]}}
 	e.init = e.target.Checkpoints[0]
 	if err := e.src.CheckInit(e.init); err != nil {
 		return nil, err
 	}
-	if e.rep.InitScore, err = Evaluate(e.init, nil, e.valSet, opt.Batch, nil); err != nil {
+	if e.rep.InitScore, err = convert.Evaluate(e.init, nil, e.valSet, opt.Batch, nil); err != nil {
 		return nil, err
 	}
 	e.rep.TargetFinal = e.rep.Runs[len(e.rep.Runs)-1].Final
@@ -396,26 +402,26 @@ func (e *experiment) open(classes []int) (train, val dataset.Source, err error) 
 
 // run loads the run called name from the given files, or trains it from models.New(arch,
 // seed), pre-training it first in ScenarioFinetune, and records it in the report.
-func (e *experiment) run(name string, given []string, seed uint64) (*Trajectory, error) {
+func (e *experiment) run(name string, given []string, seed uint64) (*convert.Trajectory, error) {
 	if len(given) > 0 {
-		traj, err := LoadTrajectory(given...)
+		traj, err := convert.LoadTrajectory(given...)
 		if err != nil {
 			return nil, err
 		}
-		final, err := Evaluate(traj.Checkpoints[len(traj.Checkpoints)-1], nil, e.valSet, e.opt.Batch, nil)
+		final, err := convert.Evaluate(traj.Checkpoints[len(traj.Checkpoints)-1], nil, e.valSet, e.opt.Batch, nil)
 		if err != nil {
-			return nil, fmt.Errorf("convert: %s run: %w", name, err)
+			return nil, fmt.Errorf("experiment: %s run: %w", name, err)
 		}
-		e.rep.Runs = append(e.rep.Runs, ExperimentRun{Name: name, Checkpoints: traj.Paths, Final: final})
+		e.rep.Runs = append(e.rep.Runs, TrainingRun{Name: name, Checkpoints: traj.Paths, Final: final})
 		return traj, nil
 	}
 	arch, err := models.Parse(e.opt.Arch)
 	if err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("experiment: %w", err)
 	}
 	m, err := models.New(arch, seed)
 	if err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("experiment: %w", err)
 	}
 	if e.opt.Scenario == ScenarioFinetune {
 		if e.preTrain == nil {
@@ -434,28 +440,28 @@ func (e *experiment) run(name string, given []string, seed uint64) (*Trajectory,
 
 // trainRun trains the run called name from m into Out/name, for the given epochs and with the
 // given example order, and records it in the report.
-func (e *experiment) trainRun(name string, m *graph.Model, epochs int, seed uint64, train, val dataset.Source) (*Trajectory, error) {
+func (e *experiment) trainRun(name string, m *graph.Model, epochs int, seed uint64, trainData, valData dataset.Source) (*convert.Trajectory, error) {
 	dir := filepath.Join(e.opt.Out, name)
-	rep, err := Train(m, nil, e.trainOptions(name, dir, epochs, seed, 0, train, val))
+	rep, err := train.Run(m, nil, e.trainOptions(name, dir, epochs, seed, 0, trainData, valData))
 	if err != nil {
-		return nil, fmt.Errorf("convert: %s run: %w", name, err)
+		return nil, fmt.Errorf("experiment: %s run: %w", name, err)
 	}
-	traj, err := LoadTrajectory(dir)
+	traj, err := convert.LoadTrajectory(dir)
 	if err != nil {
 		return nil, err
 	}
-	e.rep.Runs = append(e.rep.Runs, ExperimentRun{Name: name, Checkpoints: traj.Paths, Trained: true,
+	e.rep.Runs = append(e.rep.Runs, TrainingRun{Name: name, Checkpoints: traj.Paths, Trained: true,
 		Final: rep.Evals[len(rep.Evals)-1].Score, Seconds: rep.Seconds})
 	return traj, nil
 }
 
 // trainOptions are the SGD settings of every training run of the experiment.
-func (e *experiment) trainOptions(stage, dir string, epochs int, seed uint64, evalEvery int, train, val dataset.Source) TrainOptions {
+func (e *experiment) trainOptions(stage, dir string, epochs int, seed uint64, evalEvery int, trainData, valData dataset.Source) train.Options {
 	o := e.opt
-	opt := TrainOptions{Epochs: epochs, Batch: o.Batch, LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay,
-		Schedule: ConstantLR, Seed: seed, EvalEvery: evalEvery, Out: dir, Data: o.Data, Train: train, Val: val}
+	opt := train.Options{Epochs: epochs, Batch: o.Batch, LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay,
+		Schedule: train.Constant, Seed: seed, EvalEvery: evalEvery, Out: dir, Data: o.Data, Train: trainData, Val: valData}
 	if o.OnTrain != nil {
-		opt.Progress = func(p TrainProgress) { o.OnTrain(stage, p) }
+		opt.Progress = func(p train.Progress) { o.OnTrain(stage, p) }
 	}
 	return opt
 }
@@ -465,25 +471,25 @@ func (e *experiment) trainOptions(stage, dir string, epochs int, seed uint64, ev
 func (e *experiment) transfer(method string) (params.Set, MethodSummary, error) {
 	start := time.Now()
 	stage := "transfer " + method
-	opt := Options{Method: method, Steps: e.opt.Steps, Schedule: e.opt.Schedule, Batch: e.opt.Batch,
+	opt := convert.Options{Method: method, Steps: e.opt.Steps, Schedule: e.opt.Schedule, Batch: e.opt.Batch,
 		GradBatches: e.opt.GradBatches, NormBatches: e.opt.NormBatches, Seed: e.opt.Seed,
 		Train: e.trainSet, Val: e.valSet, Target: e.target}
 	if e.opt.OnStep != nil {
-		opt.Progress = func(r StepReport) { e.opt.OnStep(stage, r) }
+		opt.Progress = func(r convert.StepReport) { e.opt.OnStep(stage, r) }
 	}
 	var best params.Set
 	var bestAcc float64
-	res, err := Transfer(e.src, e.init, opt, func(r StepReport, p params.Set) error {
+	res, err := convert.Transfer(e.src, e.init, opt, func(r convert.StepReport, p params.Set) error {
 		if best == nil || r.Accuracy > bestAcc { // as Result.Best: the first of the best
 			best, bestAcc = p, r.Accuracy
 		}
-		e.rep.Rows = append(e.rep.Rows, ExperimentRow{Scenario: e.opt.Scenario, Method: method, Phase: PhaseTransfer,
+		e.rep.Rows = append(e.rep.Rows, Row{Scenario: e.opt.Scenario, Method: method, Phase: PhaseTransfer,
 			Step: r.Step, Epoch: r.Position * float64(e.srcEpochs), ValAccuracy: r.Accuracy,
 			WallSeconds: time.Since(start).Seconds()})
 		return nil
 	})
 	if err != nil {
-		return nil, MethodSummary{}, fmt.Errorf("convert: %s: %w", stage, err)
+		return nil, MethodSummary{}, fmt.Errorf("experiment: %s: %w", stage, err)
 	}
 	return best, MethodSummary{Method: method, Transfer: &TransferSummary{
 		BestStep: res.Best, Best: res.Steps[res.Best].Accuracy, Final: res.Steps[len(res.Steps)-1].Accuracy,
@@ -499,12 +505,12 @@ func (e *experiment) finetune(method string, p params.Set) (float64, error) {
 	}
 	stage := "finetune " + method
 	dir := filepath.Join(e.opt.Out, "finetune", method)
-	rep, err := Train(e.init, p, e.trainOptions(stage, dir, e.opt.FinetuneEpochs, e.opt.Seed, e.opt.EvalEvery, e.trainSet, e.valSet))
+	rep, err := train.Run(e.init, p, e.trainOptions(stage, dir, e.opt.FinetuneEpochs, e.opt.Seed, e.opt.EvalEvery, e.trainSet, e.valSet))
 	if err != nil {
-		return 0, fmt.Errorf("convert: %s: %w", stage, err)
+		return 0, fmt.Errorf("experiment: %s: %w", stage, err)
 	}
 	for _, ev := range rep.Evals {
-		e.rep.Rows = append(e.rep.Rows, ExperimentRow{Scenario: e.opt.Scenario, Method: method, Phase: PhaseFinetune,
+		e.rep.Rows = append(e.rep.Rows, Row{Scenario: e.opt.Scenario, Method: method, Phase: PhaseFinetune,
 			Step: ev.Step, Epoch: ev.Epoch, ValAccuracy: ev.Accuracy, WallSeconds: ev.Seconds})
 	}
 	return rep.Seconds, nil
@@ -548,18 +554,18 @@ func (e *experiment) write(start time.Time) error {
 		data []byte
 	}{{"experiment.csv", csvData.Bytes()}, {"experiment.png", png.Bytes()}} {
 		if err := graph.WriteFileAtomic(filepath.Join(e.opt.Out, f.name), f.data); err != nil {
-			return fmt.Errorf("convert: %w", err)
+			return fmt.Errorf("experiment: %w", err)
 		}
 		e.rep.Files = append(e.rep.Files, f.name)
 	}
 	e.rep.Files = append(e.rep.Files, "experiment.json")
 	e.rep.Seconds = time.Since(start).Seconds()
-	return WriteJSON(filepath.Join(e.opt.Out, "experiment.json"), e.rep)
+	return convert.WriteJSON(filepath.Join(e.opt.Out, "experiment.json"), e.rep)
 }
 
 // WriteCSV writes the rows as CSV with a header: scenario, method, phase, step, epoch,
 // val_accuracy (from 0 to 1), wall_seconds.
-func (r *ExperimentReport) WriteCSV(w io.Writer) error {
+func (r *Report) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"scenario", "method", "phase", "step", "epoch", "val_accuracy", "wall_seconds"})
 	for _, row := range r.Rows {
@@ -569,7 +575,7 @@ func (r *ExperimentReport) WriteCSV(w io.Writer) error {
 	}
 	cw.Flush()
 	if err := cw.Error(); err != nil {
-		return fmt.Errorf("convert: %w", err)
+		return fmt.Errorf("experiment: %w", err)
 	}
 	return nil
 }
@@ -578,7 +584,7 @@ func (r *ExperimentReport) WriteCSV(w io.Writer) error {
 // best validation accuracy, the fine-tuning's accuracy at the summary steps it evaluated and at
 // its end, the first step within ReachMargin of the target run's final accuracy, and the wall
 // time.
-func (r *ExperimentReport) Markdown() string {
+func (r *Report) Markdown() string {
 	var b strings.Builder
 	s := r.Settings
 	fmt.Fprintf(&b, "Scenario %s, %d training and %d validation examples: the target before any transfer %s, "+

@@ -1,4 +1,4 @@
-package convert
+package train
 
 import (
 	"encoding/binary"
@@ -14,8 +14,10 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 	"github.com/ltransfer/ltransfer/params"
 )
 
@@ -32,7 +34,7 @@ type refTensor struct {
 // graph package are internal to it, so the few fields are decoded here with protowire.
 func readRef(t *testing.T, name string) map[string]refTensor {
 	t.Helper()
-	data, err := os.ReadFile(fixture("ref", "train", name))
+	data, err := os.ReadFile(testenv.Fixture("ref", "train", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func TestTrainerMatchesPyTorch(t *testing.T) {
 	for _, name := range []string{"mlp", "cnn"} {
 		t.Run(name, func(t *testing.T) {
 			ref := readRef(t, name+".pb")
-			m, err := graph.Load(fixture(name, "seed1", "ckpt_000.onnx"))
+			m, err := graph.Load(testenv.Fixture(name, "seed1", "ckpt_000.onnx"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,50 +194,50 @@ func TestTrainerMatchesPyTorch(t *testing.T) {
 
 func TestLRSchedule(t *testing.T) {
 	for _, c := range []struct {
-		s        LRSchedule
+		s        Schedule
 		step     int
 		want     float64
 		describe string
 	}{
-		{ConstantLR, 3, 0.1, "constant"},
-		{CosineLR, 0, 0.1, "cosine starts at the base rate"},
-		{CosineLR, 1, 0.1 * (1 + math.Sqrt2/2) / 2, "cosine after an eighth of a turn"},
-		{CosineLR, 2, 0.05, "cosine halfway"},
-		{CosineLR, 3, 0.1 * (1 - math.Sqrt2/2) / 2, "cosine at the last step"},
+		{Constant, 3, 0.1, "constant"},
+		{Cosine, 0, 0.1, "cosine starts at the base rate"},
+		{Cosine, 1, 0.1 * (1 + math.Sqrt2/2) / 2, "cosine after an eighth of a turn"},
+		{Cosine, 2, 0.05, "cosine halfway"},
+		{Cosine, 3, 0.1 * (1 - math.Sqrt2/2) / 2, "cosine at the last step"},
 	} {
 		if got := c.s.rate(0.1, c.step, 4); math.Abs(got-c.want) > 1e-15 {
 			t.Errorf("%s: rate(step %d of 4) = %v, want %v", c.describe, c.step, got, c.want)
 		}
 	}
-	if _, err := ParseLRSchedule("linear"); err == nil || !strings.HasPrefix(err.Error(), "convert: ") {
+	if _, err := ParseSchedule("linear"); err == nil || !strings.HasPrefix(err.Error(), "train: ") {
 		t.Errorf("unknown schedule: error %v", err)
 	}
 }
 
 func TestTrainOptionsCheck(t *testing.T) {
-	good := TrainOptions{Epochs: 1, Batch: 32, LR: 0.01, Momentum: 0.9, Schedule: ConstantLR, Out: "out"}
+	good := Options{Epochs: 1, Batch: 32, LR: 0.01, Momentum: 0.9, Schedule: Constant, Out: "out"}
 	if err := good.Check(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		change func(*TrainOptions)
+		change func(*Options)
 		want   string
 	}{
-		{func(o *TrainOptions) { o.Epochs = 0 }, "epochs"},
-		{func(o *TrainOptions) { o.Batch = 0 }, "batch size"},
-		{func(o *TrainOptions) { o.LR = 0 }, "learning rate"},
-		{func(o *TrainOptions) { o.LR = math.NaN() }, "learning rate"},
-		{func(o *TrainOptions) { o.Momentum = 1 }, "momentum"},
-		{func(o *TrainOptions) { o.WeightDecay = -1 }, "weight decay"},
-		{func(o *TrainOptions) { o.Schedule = "step" }, "schedule"},
-		{func(o *TrainOptions) { o.EverySteps = -1 }, "checkpoint interval"},
-		{func(o *TrainOptions) { o.EvalEvery = -1 }, "evaluation interval"},
-		{func(o *TrainOptions) { o.Out = "" }, "output folder"},
+		{func(o *Options) { o.Epochs = 0 }, "epochs"},
+		{func(o *Options) { o.Batch = 0 }, "batch size"},
+		{func(o *Options) { o.LR = 0 }, "learning rate"},
+		{func(o *Options) { o.LR = math.NaN() }, "learning rate"},
+		{func(o *Options) { o.Momentum = 1 }, "momentum"},
+		{func(o *Options) { o.WeightDecay = -1 }, "weight decay"},
+		{func(o *Options) { o.Schedule = "step" }, "schedule"},
+		{func(o *Options) { o.EverySteps = -1 }, "checkpoint interval"},
+		{func(o *Options) { o.EvalEvery = -1 }, "evaluation interval"},
+		{func(o *Options) { o.Out = "" }, "output folder"},
 	} {
 		o := good
 		c.change(&o)
 		err := o.Check()
-		if err == nil || !strings.HasPrefix(err.Error(), "convert: ") || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.HasPrefix(err.Error(), "train: ") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want one about the %s", o, err, c.want)
 		}
 	}
@@ -247,17 +249,17 @@ func TestTrainOptionsCheck(t *testing.T) {
 // trajectory LoadTrajectory accepts, the last checkpoint scoring what train.json says, and
 // train.json holding the settings, the evaluations at steps 0, 50 and 100, and the epoch.
 func TestTrainMNIST(t *testing.T) {
-	train, val := mnist(t, 6400, 2000)
-	m, err := graph.Load(fixture("mlp", "seed1", "ckpt_000.onnx"))
+	train, val := testenv.MNIST(t, 6400, 2000)
+	m, err := graph.Load(testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "run")
-	var calls []TrainProgress
-	opt := TrainOptions{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4, Schedule: CosineLR,
+	var calls []Progress
+	opt := Options{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4, Schedule: Cosine,
 		Seed: 1, EvalEvery: 50, Out: out, Train: train, Val: val, Data: "mnist",
-		Progress: func(p TrainProgress) { calls = append(calls, p) }}
-	rep, err := Train(m, nil, opt)
+		Progress: func(p Progress) { calls = append(calls, p) }}
+	rep, err := Run(m, nil, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +275,7 @@ func TestTrainMNIST(t *testing.T) {
 		t.Errorf("validation accuracy went from %.4f to %.4f, want from chance to above 0.85", rep.Evals[0].Accuracy, final)
 	}
 
-	traj, err := LoadTrajectory(out)
+	traj, err := convert.LoadTrajectory(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +289,7 @@ func TestTrainMNIST(t *testing.T) {
 			}
 		}
 	}
-	score, err := Evaluate(traj.Checkpoints[1], nil, val, 64, nil)
+	score, err := convert.Evaluate(traj.Checkpoints[1], nil, val, 64, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +301,7 @@ func TestTrainMNIST(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var file TrainReport
+	var file Report
 	if err := json.Unmarshal(data, &file); err != nil {
 		t.Fatal(err)
 	}
@@ -307,14 +309,14 @@ func TestTrainMNIST(t *testing.T) {
 	for _, e := range file.Evals {
 		steps = append(steps, e.Step)
 	}
-	if file.Schema != TrainSchema || file.Settings.LR != 0.01 || file.Settings.Schedule != CosineLR || file.StepsPerEpoch != 100 ||
+	if file.Schema != Schema || file.Settings.LR != 0.01 || file.Settings.Schedule != Cosine || file.StepsPerEpoch != 100 ||
 		fmt.Sprint(steps) != "[0 50 100]" || file.Evals[1].Epoch != 0.5 || len(file.Epochs) != 1 ||
 		fmt.Sprint(file.Files) != "[ckpt_000.onnx ckpt_001.onnx train.json]" {
 		t.Errorf("train.json:\n%s", data)
 	}
 
 	// The folder now holds a trajectory: training into it again is refused.
-	if _, err := Train(m, nil, opt); err == nil || !strings.Contains(err.Error(), "already holds ONNX files") {
+	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "already holds ONNX files") {
 		t.Errorf("training into a used folder: %v", err)
 	}
 }
@@ -324,13 +326,13 @@ func TestTrainMNIST(t *testing.T) {
 // last, partial interval; the last checkpoint is the Trainer's final state and its running
 // statistics moved.
 func TestTrainEverySteps(t *testing.T) {
-	train, val := mnist(t, 600, 200)
-	m, err := graph.Load(fixture("cnn", "seed1", "ckpt_002.onnx"))
+	train, val := testenv.MNIST(t, 600, 200)
+	m, err := graph.Load(testenv.Fixture("cnn", "seed1", "ckpt_002.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	rep, err := Train(m, nil, TrainOptions{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, Schedule: ConstantLR,
+	rep, err := Run(m, nil, Options{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, Schedule: Constant,
 		Seed: 3, EverySteps: 4, Out: out, Train: train, Val: val})
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +353,7 @@ func TestTrainEverySteps(t *testing.T) {
 }
 
 func TestTrainRefuses(t *testing.T) {
-	m, err := graph.Load(fixture("mlp", "seed1", "ckpt_000.onnx"))
+	m, err := graph.Load(testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,16 +362,16 @@ func TestTrainRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := &memorySource{x: make([]float32, 4*784), y: make([]int64, 4)}
-	opt := TrainOptions{Epochs: 1, Batch: 2, LR: 0.01, Schedule: ConstantLR, Out: file, Train: src, Val: src}
-	if _, err := Train(m, nil, opt); err == nil || !strings.Contains(err.Error(), "is a file") {
+	opt := Options{Epochs: 1, Batch: 2, LR: 0.01, Schedule: Constant, Out: file, Train: src, Val: src}
+	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "is a file") {
 		t.Errorf("output path is a file: %v", err)
 	}
 	opt.Out = filepath.Dir(m.Path)
-	if _, err := Train(m, nil, opt); err == nil || !strings.Contains(err.Error(), "holds the input") {
+	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "holds the input") {
 		t.Errorf("output folder holds the initialization: %v", err)
 	}
 	opt.Out, opt.Val = t.TempDir(), nil
-	if _, err := Train(m, nil, opt); err == nil || !strings.Contains(err.Error(), "validation data") {
+	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "validation data") {
 		t.Errorf("no validation data: %v", err)
 	}
 	if _, err := NewTrainer(m, params.Set{}, 0.9, 0); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
@@ -386,7 +388,7 @@ func TestTrainRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.x[5] = float32(math.NaN())
-	if _, err := tr.Step(src.x, src.y, 0.01); err == nil || !strings.Contains(err.Error(), "convert: the training loss is NaN") {
+	if _, err := tr.Step(src.x, src.y, 0.01); err == nil || !strings.Contains(err.Error(), "train: the training loss is NaN") {
 		t.Errorf("NaN input: %v", err)
 	}
 }
@@ -449,8 +451,8 @@ func linearMLP(tb testing.TB, hidden int) *graph.Model {
 // cnn fixture. `make_train_reference.py --bench` times the same epoch in PyTorch. Run it with
 // -benchtime 1x: an epoch takes many seconds.
 func BenchmarkTrainEpoch(b *testing.B) {
-	train, _ := mnist(b, 0, 1)
-	cnn, err := graph.Load(fixture("cnn", "seed1", "ckpt_000.onnx"))
+	train, _ := testenv.MNIST(b, 0, 1)
+	cnn, err := graph.Load(testenv.Fixture("cnn", "seed1", "ckpt_000.onnx"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -470,7 +472,7 @@ func BenchmarkTrainEpoch(b *testing.B) {
 					b.Fatal(err)
 				}
 				for _, idx := range batches {
-					x, y, err := tr.r.load(train, idx)
+					x, y, err := tr.r.Load(train, idx)
 					if err != nil {
 						b.Fatal(err)
 					}

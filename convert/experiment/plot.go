@@ -1,4 +1,4 @@
-package convert
+package experiment
 
 import (
 	"fmt"
@@ -27,7 +27,7 @@ const (
 // to 5%) so that the curves near the top stay apart; on the right, validation accuracy along
 // the transfer steps, one line per method. Both show the target run's final accuracy as a
 // dashed horizontal line.
-func (r *ExperimentReport) WritePNG(w io.Writer) error {
+func (r *Report) WritePNG(w io.Writer) error {
 	methods := append(append([]string{}, r.Settings.Methods...), r.Baseline)
 	finetune := r.panel(methods, PhaseFinetune, "fine-tuning from the transferred parameters", "fine-tuning step")
 	transfer := r.panel(methods, PhaseTransfer, "transfer", "transfer step")
@@ -42,7 +42,7 @@ func (r *ExperimentReport) WritePNG(w io.Writer) error {
 	}
 	for _, p := range []*plotPanel{finetune, transfer} {
 		if p.err != nil {
-			return fmt.Errorf("convert: plotting: %w", p.err)
+			return fmt.Errorf("experiment: plotting: %w", p.err)
 		}
 	}
 	width := vg.Length(PlotWidth) / plotDPI * vg.Inch
@@ -54,7 +54,7 @@ func (r *ExperimentReport) WritePNG(w io.Writer) error {
 	finetune.Draw(canvases[0][0])
 	transfer.Draw(canvases[0][1])
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(w); err != nil {
-		return fmt.Errorf("convert: plotting: %w", err)
+		return fmt.Errorf("experiment: plotting: %w", err)
 	}
 	return nil
 }
@@ -68,7 +68,7 @@ type plotPanel struct {
 // panel plots the rows of one phase: accuracy in percent against the step, one line per
 // method that has rows (each method keeps its color across panels), and the target's final
 // accuracy.
-func (r *ExperimentReport) panel(methods []string, phase, title, xLabel string) *plotPanel {
+func (r *Report) panel(methods []string, phase, title, xLabel string) *plotPanel {
 	p := &plotPanel{Plot: plot.New()}
 	p.Title.Text = fmt.Sprintf("%s (%s scenario)", title, r.Settings.Scenario)
 	p.X.Label.Text = xLabel

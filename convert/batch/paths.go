@@ -1,4 +1,4 @@
-package convert
+package batch
 
 import (
 	"errors"
@@ -58,7 +58,7 @@ func (s jobSpec) readPaths() []jobPath {
 // checkConfined refuses an output that leaves base, the manifest's folder as realPath gives
 // it. Symbolic links in the part of the output's path that exists are followed, so a link
 // pointing out does not smuggle a write out either.
-func (j *BatchJob) checkConfined(base string, real realPaths) error {
+func (j *Job) checkConfined(base string, real realPaths) error {
 	if out := real.of(j.Out); out != base && !within(out, base) {
 		return fmt.Errorf("%s is outside the manifest's folder %s: move it inside, or allow writing outside (ltransfer batch --allow-outside)", j.Out, base)
 	}
@@ -114,17 +114,17 @@ func realPath(p string) string {
 // them are harmless. Paths are compared as written, made absolute and clean; symbolic
 // links are not followed.
 func (m *Manifest) checkOverlaps() error {
-	outs := make(map[string]*BatchJob, len(m.Jobs))
+	outs := make(map[string]*Job, len(m.Jobs))
 	for _, j := range m.Jobs {
 		outs[absPath(j.Out)] = j
 	}
 	type reader struct {
-		job *BatchJob
+		job *Job
 		jobPath
 		abs string
 	}
 	reads := map[string][]reader{}
-	own := make(map[*BatchJob][]reader, len(m.Jobs))
+	own := make(map[*Job][]reader, len(m.Jobs))
 	for _, j := range m.Jobs {
 		for _, in := range j.spec.readPaths() {
 			r := reader{j, in, absPath(in.path)}
@@ -215,7 +215,7 @@ var errTooLarge = errors.New("too large")
 func readManifest(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("convert: reading the manifest: %w", err)
+		return nil, fmt.Errorf("batch: reading the manifest: %w", err)
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Size() > maxManifestBytes {
@@ -223,7 +223,7 @@ func readManifest(path string) ([]byte, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxManifestBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("convert: reading the manifest: %w", err)
+		return nil, fmt.Errorf("batch: reading the manifest: %w", err)
 	}
 	return data, nil
 }
@@ -239,15 +239,15 @@ func tooLarge(path string, size int64) error {
 func (m *Manifest) checkReport(report string) error {
 	p := absPath(report)
 	if p == absPath(m.Path) {
-		return fmt.Errorf("convert: the report %s would write over the manifest", report)
+		return fmt.Errorf("batch: the report %s would write over the manifest", report)
 	}
 	for _, j := range m.Jobs {
 		if out := absPath(j.Out); p == out || within(p, out) {
-			return fmt.Errorf("convert: the report %s would be written into the output %s of job %q: choose another report file", report, j.Out, j.ID)
+			return fmt.Errorf("batch: the report %s would be written into the output %s of job %q: choose another report file", report, j.Out, j.ID)
 		}
 		for _, in := range j.spec.readPaths() {
 			if p == absPath(in.path) {
-				return fmt.Errorf("convert: the report %s would be written over %s, the %s of job %q: choose another report file", report, in.path, in.field, j.ID)
+				return fmt.Errorf("batch: the report %s would be written over %s, the %s of job %q: choose another report file", report, in.path, in.field, j.ID)
 			}
 		}
 	}

@@ -1,4 +1,9 @@
-package convert
+// Package train trains models with stochastic gradient descent as torch.optim.SGD does
+// (momentum, weight decay, a constant or cosine learning rate), updating BatchNorm running
+// statistics as PyTorch's training mode does. Run writes the trajectory it follows as ONNX
+// checkpoints that convert.LoadTrajectory reads back; fine-tuning is training started from a
+// trained checkpoint.
+package train
 
 import (
 	"errors"
@@ -7,36 +12,37 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/params"
 )
 
-// LRSchedule is how the learning rate changes over a training run.
-type LRSchedule string
+// Schedule is how the learning rate changes over a training run.
+type Schedule string
 
 // The learning-rate schedules.
 const (
-	// ConstantLR keeps the base rate: lr_t = lr.
-	ConstantLR LRSchedule = "constant"
-	// CosineLR anneals the rate to zero over the run's T steps, as torch.optim.lr_scheduler.
+	// Constant keeps the base rate: lr_t = lr.
+	Constant Schedule = "constant"
+	// Cosine anneals the rate to zero over the run's T steps, as torch.optim.lr_scheduler.
 	// CosineAnnealingLR(T_max=T, eta_min=0) stepped after every iteration:
 	// lr_t = lr * (1 + cos(pi t / T)) / 2 for step t = 0 .. T-1.
-	CosineLR LRSchedule = "cosine"
+	Cosine Schedule = "cosine"
 )
 
-// ParseLRSchedule reads a learning-rate schedule name.
-func ParseLRSchedule(s string) (LRSchedule, error) {
-	switch LRSchedule(s) {
-	case ConstantLR, CosineLR:
-		return LRSchedule(s), nil
+// ParseSchedule reads a learning-rate schedule name.
+func ParseSchedule(s string) (Schedule, error) {
+	switch Schedule(s) {
+	case Constant, Cosine:
+		return Schedule(s), nil
 	}
-	return "", fmt.Errorf("convert: unknown learning-rate schedule %q (want constant or cosine)", s)
+	return "", fmt.Errorf("train: unknown learning-rate schedule %q (want constant or cosine)", s)
 }
 
 // rate returns the learning rate of step t (from 0) of a run of total steps.
-func (s LRSchedule) rate(lr float64, t, total int) float64 {
-	if s == CosineLR {
+func (s Schedule) rate(lr float64, t, total int) float64 {
+	if s == Cosine {
 		return lr * (1 + math.Cos(math.Pi*float64(t)/float64(total))) / 2
 	}
 	return lr
@@ -58,35 +64,39 @@ type Trainer struct {
 	velocity              params.Set // the momentum buffers, nil before the first step
 	trainable             []string
 	normMomentum          map[string]float64 // running statistic -> its BatchNorm's momentum
-	// r keeps a session per batch size and the input buffers; its batch size is not used.
-	r *runner
+	// r keeps a session per batch size and the input buffers.
+	r *convert.Runner
 }
 
 // NewTrainer starts training model m from the parameters init (nil: the model's own), which must
 // hold every float initializer of m. Fine-tuning is training started from a trained checkpoint;
 // the momentum buffers always start empty.
 func NewTrainer(m *graph.Model, init params.Set, momentum, weightDecay float64) (*Trainer, error) {
-	if err := checkSGD(momentum, weightDecay); err != nil {
+	if err := CheckSGD(momentum, weightDecay); err != nil {
 		return nil, err
 	}
 	if init == nil {
 		init = m.Params
 	}
+	// The runner's evaluation batch size is not used.
+	r, err := convert.NewRunner(m, 1)
+	if err != nil {
+		return nil, err
+	}
 	t := &Trainer{
 		momentum: float32(momentum), weightDecay: float32(weightDecay),
-		params: params.Set{}, trainable: m.Trainable(), normMomentum: map[string]float64{},
-		r: &runner{m: m, sessions: map[int]*graph.Session{}},
+		params: params.Set{}, trainable: m.Trainable(), normMomentum: map[string]float64{}, r: r,
 	}
 	for _, info := range m.Infos {
 		p, ok := init[info.Name]
 		if !ok {
-			return nil, fmt.Errorf("convert: the initialization lacks the parameter %q of %s", info.Name, m.Path)
+			return nil, fmt.Errorf("train: the initialization lacks the parameter %q of %s", info.Name, m.Path)
 		}
 		t.params[info.Name] = p
 	}
 	t.params = t.params.Clone()
 	if err := t.params.CheckFinite(t.trainable); err != nil {
-		return nil, fmt.Errorf("convert: initialization: %w", err)
+		return nil, fmt.Errorf("train: initialization: %w", err)
 	}
 	for _, n := range m.Nodes {
 		if n.Op != "BatchNormalization" || len(n.Inputs) < 5 {
@@ -105,9 +115,9 @@ func NewTrainer(m *graph.Model, init params.Set, momentum, weightDecay float64) 
 // the other, y their labels. It returns the batch's mean cross-entropy before the update.
 func (t *Trainer) Step(x []float32, y []int64, lr float64) (float64, error) {
 	if len(y) == 0 {
-		return 0, errors.New("convert: a training step needs at least one example")
+		return 0, errors.New("train: a training step needs at least one example")
 	}
-	s, err := t.r.session(len(y), t.params)
+	s, err := t.r.Session(len(y), t.params)
 	if err != nil {
 		return 0, err
 	}
@@ -116,12 +126,12 @@ func (t *Trainer) Step(x []float32, y []int64, lr float64) (float64, error) {
 		return 0, err
 	}
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return 0, fmt.Errorf("convert: the training loss is %v (is the learning rate too high?)", loss)
+		return 0, fmt.Errorf("train: the training loss is %v (is the learning rate too high?)", loss)
 	}
 	for name, stat := range s.BatchStats() {
 		run, ok := t.params[name]
 		if !ok || len(run.Data) != len(stat) {
-			return 0, fmt.Errorf("convert: BatchNorm statistic %q is not a float initializer with %d values", name, len(stat))
+			return 0, fmt.Errorf("train: BatchNorm statistic %q is not a float initializer with %d values", name, len(stat))
 		}
 		m := t.normMomentum[name]
 		for i, v := range stat {
@@ -153,12 +163,12 @@ func (t *Trainer) Step(x []float32, y []int64, lr float64) (float64, error) {
 // Params returns a copy of the current parameters and running statistics.
 func (t *Trainer) Params() params.Set { return t.params.Clone() }
 
-// TrainSchema is the version of the train.json layout; it changes when fields change meaning or
+// Schema is the version of the train.json layout; it changes when fields change meaning or
 // disappear (new fields keep it).
-const TrainSchema = 1
+const Schema = 1
 
-// TrainOptions configure Train. Their JSON form is the settings record of train.json.
-type TrainOptions struct {
+// Options configure Train. Their JSON form is the settings record of train.json.
+type Options struct {
 	// Epochs is the number of passes over the training data.
 	Epochs int `json:"epochs"`
 	// Batch is the mini-batch size of training and evaluation. Each epoch visits the training
@@ -170,7 +180,7 @@ type TrainOptions struct {
 	Momentum    float64 `json:"momentum"`
 	WeightDecay float64 `json:"weight_decay"`
 	// Schedule is how the learning rate changes, step by step, over the whole run.
-	Schedule LRSchedule `json:"schedule"`
+	Schedule Schedule `json:"schedule"`
 	// Seed draws the order of the examples.
 	Seed uint64 `json:"seed"`
 	// EverySteps, when positive, writes a checkpoint every EverySteps steps (and after the last
@@ -189,45 +199,46 @@ type TrainOptions struct {
 	Train dataset.Source `json:"-"`
 	Val   dataset.Source `json:"-"`
 	// Progress, when set, is called after every step.
-	Progress func(TrainProgress) `json:"-"`
+	Progress func(Progress) `json:"-"`
 }
 
 // Check returns an error naming the first invalid setting; the data sources are checked by
 // Train.
-func (o TrainOptions) Check() error {
+func (o Options) Check() error {
 	switch {
 	case o.Epochs < 1:
-		return fmt.Errorf("convert: %d epochs, want at least 1", o.Epochs)
+		return fmt.Errorf("train: %d epochs, want at least 1", o.Epochs)
 	case o.Batch < 1:
-		return fmt.Errorf("convert: batch size %d, want at least 1", o.Batch)
+		return fmt.Errorf("train: batch size %d, want at least 1", o.Batch)
 	case !(o.LR > 0 && o.LR < math.Inf(1)):
-		return fmt.Errorf("convert: learning rate %v, want a finite value above 0", o.LR)
+		return fmt.Errorf("train: learning rate %v, want a finite value above 0", o.LR)
 	case o.EverySteps < 0:
-		return fmt.Errorf("convert: checkpoint interval %d steps, want 0 (every epoch) or more", o.EverySteps)
+		return fmt.Errorf("train: checkpoint interval %d steps, want 0 (every epoch) or more", o.EverySteps)
 	case o.EvalEvery < 0:
-		return fmt.Errorf("convert: evaluation interval %d steps, want 0 (every epoch) or more", o.EvalEvery)
+		return fmt.Errorf("train: evaluation interval %d steps, want 0 (every epoch) or more", o.EvalEvery)
 	case o.Out == "":
-		return errors.New("convert: no output folder")
+		return errors.New("train: no output folder")
 	}
-	if _, err := ParseLRSchedule(string(o.Schedule)); err != nil {
+	if _, err := ParseSchedule(string(o.Schedule)); err != nil {
 		return err
 	}
-	return checkSGD(o.Momentum, o.WeightDecay)
+	return CheckSGD(o.Momentum, o.WeightDecay)
 }
 
-// checkSGD checks the momentum and weight decay of SGD.
-func checkSGD(momentum, weightDecay float64) error {
+// CheckSGD checks the momentum and weight decay of SGD: momentum in [0, 1), a finite weight
+// decay of at least 0.
+func CheckSGD(momentum, weightDecay float64) error {
 	if !(momentum >= 0 && momentum < 1) {
-		return fmt.Errorf("convert: momentum %v, want a value in [0, 1)", momentum)
+		return fmt.Errorf("train: momentum %v, want a value in [0, 1)", momentum)
 	}
 	if !(weightDecay >= 0 && weightDecay < math.Inf(1)) {
-		return fmt.Errorf("convert: weight decay %v, want a finite value of at least 0", weightDecay)
+		return fmt.Errorf("train: weight decay %v, want a finite value of at least 0", weightDecay)
 	}
 	return nil
 }
 
-// TrainProgress describes the step just taken.
-type TrainProgress struct {
+// Progress describes the step just taken.
+type Progress struct {
 	// Epoch is the epoch in progress, from 1; Step the steps taken, of Steps in the run.
 	Epoch, Step, Steps int
 	// LR is the learning rate the step used.
@@ -235,15 +246,15 @@ type TrainProgress struct {
 	// Loss is the mean training loss over the epoch's examples so far.
 	Loss float64
 	// Eval is the validation score when this step was evaluated, nil otherwise.
-	Eval *TrainEval
+	Eval *Eval
 }
 
-// TrainEval is one evaluation on the validation data.
-type TrainEval struct {
+// Eval is one evaluation on the validation data.
+type Eval struct {
 	// Epoch is the number of epochs done, fractional within an epoch (steps / steps per epoch).
 	Epoch float64 `json:"epoch"`
 	Step  int     `json:"step"`
-	Score
+	convert.Score
 	// Seconds is the time since training started.
 	Seconds float64 `json:"seconds"`
 }
@@ -257,22 +268,22 @@ type EpochSummary struct {
 	// before its update.
 	TrainLoss float64 `json:"train_loss"`
 	// Score is the validation score at the end of the epoch.
-	Score
+	convert.Score
 	// Seconds is the time since training started.
 	Seconds float64 `json:"seconds"`
 }
 
-// TrainReport is train.json: the settings, every evaluation and every epoch of a run.
-type TrainReport struct {
-	// Schema is TrainSchema.
+// Report is train.json: the settings, every evaluation and every epoch of a run.
+type Report struct {
+	// Schema is Schema.
 	Schema int `json:"schema_version"`
 	// Init is the file of the model training started from.
 	Init          string         `json:"init"`
-	Settings      TrainOptions   `json:"settings"`
+	Settings      Options        `json:"settings"`
 	TrainExamples int            `json:"train_examples"`
 	ValExamples   int            `json:"val_examples"`
 	StepsPerEpoch int            `json:"steps_per_epoch"`
-	Evals         []TrainEval    `json:"evals"`
+	Evals         []Eval         `json:"evals"`
 	Epochs        []EpochSummary `json:"epochs"`
 	// Files are the checkpoints written, in order, then train.json once the run is complete.
 	Files   []string `json:"files"`
@@ -284,22 +295,22 @@ type TrainReport struct {
 // per epoch (or every opt.EverySteps steps), named so that their natural order is the training
 // order, and train.json, rewritten after every evaluation. The folder is a trajectory that
 // LoadTrajectory accepts. Train returns the report it wrote.
-func Train(m *graph.Model, init params.Set, opt TrainOptions) (*TrainReport, error) {
+func Run(m *graph.Model, init params.Set, opt Options) (*Report, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
 	if opt.Train == nil || opt.Val == nil {
-		return nil, errors.New("convert: training and validation data are required")
+		return nil, errors.New("train: training and validation data are required")
 	}
 	n := opt.Train.Len()
 	if n == 0 {
-		return nil, errors.New("convert: no training examples")
+		return nil, errors.New("train: no training examples")
 	}
 	tr, err := NewTrainer(m, init, opt.Momentum, opt.WeightDecay)
 	if err != nil {
 		return nil, err
 	}
-	eval, err := newRunner(m, opt.Batch)
+	eval, err := convert.NewRunner(m, opt.Batch)
 	if err != nil {
 		return nil, err
 	}
@@ -309,22 +320,22 @@ func Train(m *graph.Model, init params.Set, opt TrainOptions) (*TrainReport, err
 	start := time.Now()
 	perEpoch := (n + opt.Batch - 1) / opt.Batch
 	total := opt.Epochs * perEpoch
-	rep := &TrainReport{Schema: TrainSchema, Init: m.Path, Settings: opt, TrainExamples: n,
+	rep := &Report{Schema: Schema, Init: m.Path, Settings: opt, TrainExamples: n,
 		ValExamples: opt.Val.Len(), StepsPerEpoch: perEpoch}
 	save := func(step int) error {
 		name := fmt.Sprintf("ckpt_%03d.onnx", len(rep.Files))
 		if err := m.Save(filepath.Join(opt.Out, name), tr.params); err != nil {
-			return fmt.Errorf("convert: step %d: %w", step, err)
+			return fmt.Errorf("train: step %d: %w", step, err)
 		}
 		rep.Files = append(rep.Files, name)
 		return nil
 	}
-	evaluate := func(step int) (*TrainEval, error) {
-		score, err := eval.evaluate(tr.params, opt.Val, nil)
+	evaluate := func(step int) (*Eval, error) {
+		score, err := eval.Evaluate(tr.params, opt.Val, nil)
 		if err != nil {
-			return nil, fmt.Errorf("convert: step %d: %w", step, err)
+			return nil, fmt.Errorf("train: step %d: %w", step, err)
 		}
-		rep.Evals = append(rep.Evals, TrainEval{Epoch: float64(step) / float64(perEpoch), Step: step,
+		rep.Evals = append(rep.Evals, Eval{Epoch: float64(step) / float64(perEpoch), Step: step,
 			Score: score, Seconds: time.Since(start).Seconds()})
 		rep.Seconds = time.Since(start).Seconds()
 		ev := rep.Evals[len(rep.Evals)-1]
@@ -345,14 +356,14 @@ func Train(m *graph.Model, init params.Set, opt TrainOptions) (*TrainReport, err
 		var lossSum float64
 		seen := 0
 		for i, idx := range batches {
-			x, y, err := tr.r.load(opt.Train, idx)
+			x, y, err := tr.r.Load(opt.Train, idx)
 			if err != nil {
 				return nil, err
 			}
 			lr := opt.Schedule.rate(opt.LR, step, total)
 			loss, err := tr.Step(x, y, lr)
 			if err != nil {
-				return nil, fmt.Errorf("convert: step %d: %w", step+1, err)
+				return nil, fmt.Errorf("train: step %d: %w", step+1, err)
 			}
 			step++
 			lossSum += loss * float64(len(idx))
@@ -362,14 +373,14 @@ func Train(m *graph.Model, init params.Set, opt TrainOptions) (*TrainReport, err
 					return nil, err
 				}
 			}
-			var ev *TrainEval
+			var ev *Eval
 			if last := i == len(batches)-1; last || (opt.EvalEvery > 0 && step%opt.EvalEvery == 0) {
 				if ev, err = evaluate(step); err != nil {
 					return nil, err
 				}
 			}
 			if opt.Progress != nil {
-				opt.Progress(TrainProgress{Epoch: epoch + 1, Step: step, Steps: total, LR: lr, Loss: lossSum / float64(seen), Eval: ev})
+				opt.Progress(Progress{Epoch: epoch + 1, Step: step, Steps: total, LR: lr, Loss: lossSum / float64(seen), Eval: ev})
 			}
 		}
 		if opt.EverySteps == 0 {
@@ -396,19 +407,19 @@ func prepareTrainDir(dir, init string) error {
 	if init != "" {
 		inputs = append(inputs, init)
 	}
-	if err := PrepareDir(dir, inputs...); err != nil {
+	if err := convert.PrepareDir(dir, inputs...); err != nil {
 		return err
 	}
-	files, err := TrajectoryFiles(dir)
+	files, err := convert.TrajectoryFiles(dir)
 	if err != nil {
 		return err
 	}
 	if len(files) > 0 {
-		return fmt.Errorf("convert: the output folder %s already holds ONNX files (%s): choose another folder or empty it", dir, filepath.Base(files[0]))
+		return fmt.Errorf("train: the output folder %s already holds ONNX files (%s): choose another folder or empty it", dir, filepath.Base(files[0]))
 	}
 	return nil
 }
 
-func writeTrainReport(dir string, rep *TrainReport) error {
-	return WriteJSON(filepath.Join(dir, "train.json"), rep)
+func writeTrainReport(dir string, rep *Report) error {
+	return convert.WriteJSON(filepath.Join(dir, "train.json"), rep)
 }

@@ -1,4 +1,4 @@
-package convert
+package batch
 
 import (
 	"bytes"
@@ -43,19 +43,19 @@ func (initKind) inputs(s jobSpec) []string {
 
 func (initKind) folder() bool { return false }
 
-func (initKind) run(_ *batchRun, j *BatchJob) error {
+func (initKind) run(_ *batchRun, j *Job) error {
 	s := j.spec
 	m, ps, err := drawModel(s)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(s.Out), 0o755); err != nil {
-		return fmt.Errorf("convert: %w", err)
+		return fmt.Errorf("batch: %w", err)
 	}
 	return m.Save(s.Out, ps)
 }
 
-func (initKind) complete(_ *batchRun, j *BatchJob) bool {
+func (initKind) complete(_ *batchRun, j *Job) bool {
 	have, err := os.ReadFile(j.spec.Out)
 	if err != nil {
 		return false
@@ -84,7 +84,7 @@ func drawModel(s jobSpec) (*graph.Model, params.Set, error) {
 	}
 	ps, err := models.Reinit(m, *s.InitSeed)
 	if err != nil {
-		return nil, nil, fmt.Errorf("convert: %s: %w", s.From, err)
+		return nil, nil, fmt.Errorf("batch: %s: %w", s.From, err)
 	}
 	return m, ps, nil
 }

@@ -1,4 +1,4 @@
-package convert
+package experiment
 
 import (
 	"bytes"
@@ -14,7 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
 
 // moduleMNIST returns the data spec of the real MNIST files.
@@ -30,9 +32,9 @@ func moduleMNIST(t *testing.T) string {
 // experimentOptions are the issue's settings: K = 10 cosine, batch 128, SGD lr 0.01 with
 // momentum 0.9, one fine-tuning epoch evaluated every 25 steps, MNIST normalised as the
 // fixtures were trained.
-func experimentOptions(t *testing.T, scenario string) ExperimentOptions {
-	return ExperimentOptions{Scenario: scenario, Arch: "mlp:784,256,10", SourceSeed: 1, TargetSeed: 2,
-		Epochs: 10, Methods: []string{"naive", "fgmt", "gmt", "oracle"}, Steps: 10, Schedule: Cosine,
+func experimentOptions(t *testing.T, scenario string) Options {
+	return Options{Scenario: scenario, Arch: "mlp:784,256,10", SourceSeed: 1, TargetSeed: 2,
+		Epochs: 10, Methods: []string{"naive", "fgmt", "gmt", "oracle"}, Steps: 10, Schedule: convert.Cosine,
 		GradBatches: 1, NormBatches: 20, FinetuneEpochs: 1, EvalEvery: 25, Batch: 128, LR: 0.01, Momentum: 0.9,
 		Seed: 1, Data: moduleMNIST(t), Mean: []float32{0.1307}, Std: []float32{0.3081},
 		ValFraction: dataset.DefaultValFraction, Out: filepath.Join(t.TempDir(), "experiment")}
@@ -51,9 +53,9 @@ func TestExperimentScratchFineTuning(t *testing.T) {
 		t.Skip("fine-tunes on MNIST for an epoch three times")
 	}
 	opt := experimentOptions(t, ScenarioScratch)
-	opt.SourceTrajectory, opt.TargetTrajectory = []string{fixture("mlp", "seed1")}, []string{fixture("mlp", "seed2")}
+	opt.SourceTrajectory, opt.TargetTrajectory = []string{testenv.Fixture("mlp", "seed1")}, []string{testenv.Fixture("mlp", "seed2")}
 	opt.Methods = []string{"fgmt", "gmt"}
-	rep, err := RunExperiment(opt)
+	rep, err := Run(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +122,7 @@ func TestExperimentFinetuneScenario(t *testing.T) {
 	opt := experimentOptions(t, ScenarioFinetune)
 	opt.Epochs, opt.PretrainEpochs, opt.FinetuneEpochs = 3, 3, 0
 	opt.PretrainClasses, opt.FinetuneClasses = []int{0, 1, 2, 3, 4}, []int{5, 6, 7, 8, 9}
-	rep, err := RunExperiment(opt)
+	rep, err := Run(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,17 +159,17 @@ func TestExperimentFinetuneScenario(t *testing.T) {
 
 // checkExperimentFiles checks that experiment.json decodes to the report, experiment.csv holds
 // its rows and experiment.png is an image of the documented size.
-func checkExperimentFiles(t *testing.T, dir string, rep *ExperimentReport) {
+func checkExperimentFiles(t *testing.T, dir string, rep *Report) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, "experiment.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var file ExperimentReport
+	var file Report
 	if err := json.Unmarshal(data, &file); err != nil {
 		t.Fatal(err)
 	}
-	if file.Schema != ExperimentSchema || !reflect.DeepEqual(file.Rows, rep.Rows) || !reflect.DeepEqual(file.Summary, rep.Summary) ||
+	if file.Schema != Schema || !reflect.DeepEqual(file.Rows, rep.Rows) || !reflect.DeepEqual(file.Summary, rep.Summary) ||
 		!reflect.DeepEqual(file.Settings.Methods, rep.Settings.Methods) || file.Files[len(file.Files)-1] != "experiment.json" {
 		t.Errorf("experiment.json differs from the report:\n%s", data)
 	}
@@ -198,10 +200,10 @@ func checkExperimentFiles(t *testing.T, dir string, rep *ExperimentReport) {
 
 // TestExperimentReportOutputs writes a small hand-made report as CSV, Markdown and PNG.
 func TestExperimentReportOutputs(t *testing.T) {
-	rep := &ExperimentReport{
-		Settings: ExperimentOptions{Scenario: ScenarioScratch, Methods: []string{"gmt"}, FinetuneEpochs: 1, SummarySteps: []int{0, 25, 50}},
-		Baseline: BaselineScratch, InitScore: Score{Accuracy: 0.1}, TargetFinal: Score{Accuracy: 0.98},
-		Rows: []ExperimentRow{
+	rep := &Report{
+		Settings: Options{Scenario: ScenarioScratch, Methods: []string{"gmt"}, FinetuneEpochs: 1, SummarySteps: []int{0, 25, 50}},
+		Baseline: BaselineScratch, InitScore: convert.Score{Accuracy: 0.1}, TargetFinal: convert.Score{Accuracy: 0.98},
+		Rows: []Row{
 			{ScenarioScratch, "gmt", PhaseTransfer, 0, 0, 0.1, 0.5},
 			{ScenarioScratch, "gmt", PhaseTransfer, 1, 5, 0.96, 1.25},
 			{ScenarioScratch, "gmt", PhaseFinetune, 0, 0, 0.96, 0.1},
@@ -250,42 +252,42 @@ func TestExperimentReportOutputs(t *testing.T) {
 }
 
 func TestExperimentOptionsCheck(t *testing.T) {
-	good := ExperimentOptions{Scenario: ScenarioFinetune, Arch: "mlp:784,16,10", Epochs: 1, PretrainEpochs: 1,
+	good := Options{Scenario: ScenarioFinetune, Arch: "mlp:784,16,10", Epochs: 1, PretrainEpochs: 1,
 		PretrainClasses: []int{0, 1}, FinetuneClasses: []int{2, 3}, Methods: []string{"gmt", "naive"}, Steps: 2,
-		Schedule: Cosine, GradBatches: 1, NormBatches: 1, Batch: 8, LR: 0.01, Momentum: 0.9, Data: "mnist:x", Out: "out"}
+		Schedule: convert.Cosine, GradBatches: 1, NormBatches: 1, Batch: 8, LR: 0.01, Momentum: 0.9, Data: "mnist:x", Out: "out"}
 	if err := good.Check(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		change func(*ExperimentOptions)
+		change func(*Options)
 		want   string
 	}{
-		{func(o *ExperimentOptions) { o.Scenario = "transfer" }, "unknown scenario"},
-		{func(o *ExperimentOptions) { o.Arch = "" }, "architecture"},
-		{func(o *ExperimentOptions) { o.Arch = "mlp:784" }, "mlp"},
-		{func(o *ExperimentOptions) { o.Epochs = 0 }, "epochs"},
-		{func(o *ExperimentOptions) { o.PretrainEpochs = 0 }, "pre-training epochs"},
-		{func(o *ExperimentOptions) { o.FinetuneEpochs = -1 }, "fine-tuning epochs"},
-		{func(o *ExperimentOptions) { o.EvalEvery = -1 }, "evaluation interval"},
-		{func(o *ExperimentOptions) { o.Steps = 0 }, "interpolation steps"},
-		{func(o *ExperimentOptions) { o.Schedule = "linear" }, "schedule"},
-		{func(o *ExperimentOptions) { o.Batch = 0 }, "batch size"},
-		{func(o *ExperimentOptions) { o.NormBatches = 0 }, "BatchNorm batches"},
-		{func(o *ExperimentOptions) { o.LR = math.Inf(1) }, "learning rate"},
-		{func(o *ExperimentOptions) { o.Momentum = -0.1 }, "momentum"},
-		{func(o *ExperimentOptions) { o.Limit = -1 }, "limits"},
-		{func(o *ExperimentOptions) { o.Methods = []string{"gmt", "wm"} }, `unknown method "wm"`},
-		{func(o *ExperimentOptions) { o.Methods = []string{"gmt", "gmt"} }, "twice"},
-		{func(o *ExperimentOptions) { o.SummarySteps = []int{-25} }, "summary step"},
-		{func(o *ExperimentOptions) { o.FinetuneClasses = nil }, "classes"},
-		{func(o *ExperimentOptions) { o.FinetuneClasses = []int{1, 2} }, "class 1 is both"},
-		{func(o *ExperimentOptions) { o.Data = "" }, "no data"},
-		{func(o *ExperimentOptions) { o.Out = "" }, "output folder"},
+		{func(o *Options) { o.Scenario = "transfer" }, "unknown scenario"},
+		{func(o *Options) { o.Arch = "" }, "architecture"},
+		{func(o *Options) { o.Arch = "mlp:784" }, "mlp"},
+		{func(o *Options) { o.Epochs = 0 }, "epochs"},
+		{func(o *Options) { o.PretrainEpochs = 0 }, "pre-training epochs"},
+		{func(o *Options) { o.FinetuneEpochs = -1 }, "fine-tuning epochs"},
+		{func(o *Options) { o.EvalEvery = -1 }, "evaluation interval"},
+		{func(o *Options) { o.Steps = 0 }, "interpolation steps"},
+		{func(o *Options) { o.Schedule = "linear" }, "schedule"},
+		{func(o *Options) { o.Batch = 0 }, "batch size"},
+		{func(o *Options) { o.NormBatches = 0 }, "BatchNorm batches"},
+		{func(o *Options) { o.LR = math.Inf(1) }, "learning rate"},
+		{func(o *Options) { o.Momentum = -0.1 }, "momentum"},
+		{func(o *Options) { o.Limit = -1 }, "limits"},
+		{func(o *Options) { o.Methods = []string{"gmt", "wm"} }, `unknown method "wm"`},
+		{func(o *Options) { o.Methods = []string{"gmt", "gmt"} }, "twice"},
+		{func(o *Options) { o.SummarySteps = []int{-25} }, "summary step"},
+		{func(o *Options) { o.FinetuneClasses = nil }, "classes"},
+		{func(o *Options) { o.FinetuneClasses = []int{1, 2} }, "class 1 is both"},
+		{func(o *Options) { o.Data = "" }, "no data"},
+		{func(o *Options) { o.Out = "" }, "output folder"},
 	} {
 		o := good
 		c.change(&o)
 		err := o.Check()
-		if err == nil || !strings.HasPrefix(err.Error(), "convert: ") || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.HasPrefix(err.Error(), "experiment: ") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("error %v, want one about %q", err, c.want)
 		}
 	}
@@ -308,26 +310,26 @@ func TestExperimentRefusesUsedFolder(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(opt.Out, "experiment.json"), []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RunExperiment(opt); err == nil || !strings.Contains(err.Error(), "not empty") {
+	if _, err := Run(opt); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("error %v, want one about the folder not being empty", err)
 	}
 }
 
-// ExampleRunExperiment runs the scratch scenario on the shipped PyTorch runs of the MNIST MLP:
+// ExampleRun runs the scratch scenario on the shipped PyTorch runs of the MNIST MLP:
 // seed 1's run transferred onto seed 2's initialization by FGMT and GMT, then one epoch of
 // fine-tuning from each, and from the initialization itself, evaluated every 25 steps.
-func ExampleRunExperiment() {
+func ExampleRun() {
 	dir, err := dataset.ModuleMNIST()
 	if err != nil {
 		log.Fatal(err)
 	}
-	rep, err := RunExperiment(ExperimentOptions{
+	rep, err := Run(Options{
 		Scenario:         ScenarioScratch,
 		SourceTrajectory: []string{"testdata/mlp/seed1"},
 		TargetTrajectory: []string{"testdata/mlp/seed2"},
 		Methods:          []string{"fgmt", "gmt"},
 		Steps:            10,
-		Schedule:         Cosine,
+		Schedule:         convert.Cosine,
 		GradBatches:      1,
 		NormBatches:      20,
 		FinetuneEpochs:   1,

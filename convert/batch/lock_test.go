@@ -1,6 +1,6 @@
 //go:build unix
 
-package convert
+package batch
 
 import (
 	"context"
@@ -67,10 +67,10 @@ func TestBatchWaitsForAHeldOutput(t *testing.T) {
 	}
 	reportPath := filepath.Join(dir, "batch-report.json")
 	waiting := make(chan string, 1)
-	done := make(chan *BatchReport)
+	done := make(chan *Report)
 	go func() {
-		rep, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Report: reportPath, ReportInterval: 50 * time.Millisecond,
-			Progress: func(ev BatchEvent) {
+		rep, err := Run(context.Background(), loadManifest(t, path), Options{Report: reportPath, ReportInterval: 50 * time.Millisecond,
+			Progress: func(ev Event) {
 				if ev.Holder != "" {
 					waiting <- ev.Job.ID + ": " + ev.Holder
 				}
@@ -84,7 +84,7 @@ func TestBatchWaitsForAHeldOutput(t *testing.T) {
 		t.Errorf("waiting for %q", w)
 	}
 	// Job a has ended: its status reaches the report within the interval, while b waits.
-	var onDisk BatchReport
+	var onDisk Report
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if readJSON(reportPath, &onDisk) == nil && onDisk.Jobs[0].Status == StatusOK {
 			break

@@ -1,4 +1,4 @@
-package convert
+package batch
 
 import (
 	"fmt"
@@ -41,12 +41,12 @@ func tryLock(out string) (*outputLock, string, error) {
 	for {
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
-			return nil, "", fmt.Errorf("convert: locking %s: %w", out, err)
+			return nil, "", fmt.Errorf("batch: locking %s: %w", out, err)
 		}
 		ok, err := flockExclusive(f)
 		if err != nil {
 			f.Close()
-			return nil, "", fmt.Errorf("convert: locking %s: %w", out, err)
+			return nil, "", fmt.Errorf("batch: locking %s: %w", out, err)
 		}
 		if !ok {
 			holder, _ := os.ReadFile(path)
@@ -116,9 +116,9 @@ func globEscape(s string) string {
 
 // lockJob locks the output of job j, waiting while another process holds it (the event tells
 // who); it returns ErrInterrupted when the batch's context ends first.
-func (r *batchRun) lockJob(j *BatchJob) (*outputLock, error) {
+func (r *batchRun) lockJob(j *Job) (*outputLock, error) {
 	if err := os.MkdirAll(filepath.Dir(j.Out), 0o755); err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
+		return nil, fmt.Errorf("batch: %w", err)
 	}
 	told := ""
 	for {
@@ -127,7 +127,7 @@ func (r *batchRun) lockJob(j *BatchJob) (*outputLock, error) {
 			return l, err
 		}
 		if holder != told {
-			r.event(BatchEvent{Job: j, Holder: holder})
+			r.event(Event{Job: j, Holder: holder})
 			told = holder
 		}
 		select {
@@ -164,5 +164,21 @@ func lockReport(path string) (*outputLock, string, error) {
 			return l, p, nil
 		}
 	}
-	return nil, "", fmt.Errorf("convert: %s and its %d variants are all being written by other processes", path, maxReports-1)
+	return nil, "", fmt.Errorf("batch: %s and its %d variants are all being written by other processes", path, maxReports-1)
+}
+
+// removeTemps removes the temporary files that an interrupted write may have left in the job's
+// output: every .NAME.tmp-* and .write-test-* in an output folder, and .NAME.tmp-* of an output
+// file.
+func removeTemps(j *Job) {
+	dir, patterns := j.Out, []string{".*.tmp-*", ".write-test-*"}
+	if !j.kind.folder() {
+		dir, patterns = filepath.Dir(j.Out), []string{"." + filepath.Base(j.Out) + ".tmp-*"}
+	}
+	for _, p := range patterns {
+		matches, _ := filepath.Glob(filepath.Join(dir, p))
+		for _, f := range matches {
+			os.Remove(f)
+		}
+	}
 }

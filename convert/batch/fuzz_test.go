@@ -1,4 +1,4 @@
-package convert
+package batch
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ func FuzzManifest(f *testing.F) {
 	if err != nil || len(paths) == 0 {
 		f.Fatalf("no seed manifests in testdata/manifests (%v)", err)
 	}
-	paths = append(paths, filepath.Join("..", "cmd", "ltransfer", "examples", "ensemble.yaml"))
+	paths = append(paths, filepath.Join("..", "..", "cmd", "ltransfer", "examples", "ensemble.yaml"))
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {

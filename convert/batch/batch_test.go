@@ -1,4 +1,4 @@
-package convert
+package batch
 
 import (
 	"context"
@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 	"github.com/ltransfer/ltransfer/models"
 )
 
@@ -35,7 +37,7 @@ func newBatchEnv(t *testing.T) batchEnv {
 		t.Fatal(err)
 	}
 	abs := func(parts ...string) string {
-		p, err := filepath.Abs(fixture(parts...))
+		p, err := filepath.Abs(testenv.Fixture(parts...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +109,7 @@ func loadManifest(t *testing.T, path string) *Manifest {
 }
 
 // statuses maps job ids to their status in a report.
-func statuses(rep *BatchReport) map[string]JobStatus {
+func statuses(rep *Report) map[string]JobStatus {
 	s := map[string]JobStatus{}
 	for _, j := range rep.Jobs {
 		s[j.ID] = j.Status
@@ -116,9 +118,9 @@ func statuses(rep *BatchReport) map[string]JobStatus {
 }
 
 // runAllOK runs the manifest at path, fails the test if a job fails, and returns the statuses.
-func runAllOK(t *testing.T, path string, opt BatchOptions) map[string]JobStatus {
+func runAllOK(t *testing.T, path string, opt Options) map[string]JobStatus {
 	t.Helper()
-	rep, err := RunBatch(context.Background(), loadManifest(t, path), opt)
+	rep, err := Run(context.Background(), loadManifest(t, path), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestParseManifestErrors(t *testing.T) {
 				t.Fatalf("error %v, want a *ManifestError", err)
 			}
 			if me.Job != c.job || me.Field != c.field || !strings.Contains(err.Error(), c.msg) ||
-				!strings.HasPrefix(err.Error(), "convert: /runs/m.yaml:") {
+				!strings.HasPrefix(err.Error(), "batch: /runs/m.yaml:") {
 				t.Errorf("got %q (job %q, field %q), want job %q, field %q and %q", err, me.Job, me.Field, c.job, c.field, c.msg)
 			}
 		})
@@ -201,7 +203,7 @@ func TestParseManifestErrors(t *testing.T) {
 
 func TestParseManifestLineNumbers(t *testing.T) {
 	_, err := ParseManifest("m.yaml", []byte("defaults:\n  data: 'mnist:d'\njobs:\n  - id: a\n    trajectory: t\n    init: i.onnx\n    out: o\n  - id: b\n    trajectory: t\n    init: i.onnx\n    out: p\n    stesp: 1\n"))
-	if err == nil || !strings.HasPrefix(err.Error(), `convert: m.yaml:8: job "b": field "stesp": unknown field`) {
+	if err == nil || !strings.HasPrefix(err.Error(), `batch: m.yaml:8: job "b": field "stesp": unknown field`) {
 		t.Errorf("got %v", err)
 	}
 }
@@ -250,10 +252,10 @@ jobs:
 		!slices.Equal(e.spec.Models, []string{abs("/runs/out/s2/final.onnx")}) || e.spec.Method != "" {
 		t.Errorf("eval job %+v", e.spec)
 	}
-	if !slices.Equal(e.after, []*BatchJob{a}) || len(a.after) != 0 {
+	if !slices.Equal(e.after, []*Job{a}) || len(a.after) != 0 {
 		t.Errorf("the eval should wait for the first transfer only: %v", e.after)
 	}
-	if !slices.Equal(m.order, []*BatchJob{a, b, e}) {
+	if !slices.Equal(m.order, []*Job{a, b, e}) {
 		t.Errorf("order %v", m.order)
 	}
 }
@@ -363,7 +365,7 @@ func TestShardsRunEveryJobOnce(t *testing.T) {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			dir := t.TempDir()
 			path := writeManifest(t, dir, "batch.yaml", e.local(t, dir).cheapJobs(order))
-			reports := make([]*BatchReport, n)
+			reports := make([]*Report, n)
 			errs := make([]error, n)
 			var wg sync.WaitGroup
 			for i := range n {
@@ -373,7 +375,7 @@ func TestShardsRunEveryJobOnce(t *testing.T) {
 						errs[i] = err
 						return
 					}
-					reports[i], errs[i] = RunBatch(context.Background(), m, BatchOptions{Shard: Shard{Index: i, Count: n}})
+					reports[i], errs[i] = Run(context.Background(), m, Options{Shard: Shard{Index: i, Count: n}})
 				})
 			}
 			wg.Wait()
@@ -438,7 +440,7 @@ func TestShardsStableUnderShuffle(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, j := range m.Jobs {
-			k := base.Jobs[slices.IndexFunc(base.Jobs, func(b *BatchJob) bool { return b.ID == j.ID })]
+			k := base.Jobs[slices.IndexFunc(base.Jobs, func(b *Job) bool { return b.ID == j.ID })]
 			for n := 1; n <= 7; n++ {
 				if j.Shard(n) != k.Shard(n) {
 					t.Fatalf("job %s: shard %d of %d after shuffling, %d before", j.ID, j.Shard(n), n, k.Shard(n))
@@ -484,7 +486,7 @@ func TestBatchResume(t *testing.T) {
 	path := writeManifest(t, dir, "batch.yaml", manifest(64, 1))
 	run := func(force bool) map[string]JobStatus {
 		t.Helper()
-		return runAllOK(t, path, BatchOptions{Force: force, Parallel: 2})
+		return runAllOK(t, path, Options{Force: force, Parallel: 2})
 	}
 	all := func(s JobStatus) map[string]JobStatus {
 		return map[string]JobStatus{"a": s, "b": s, "c": s, "e": s}
@@ -548,7 +550,7 @@ func TestBatchIsolatesFailures(t *testing.T) {
   - {id: eval-good, kind: eval, models: [out/good/final.onnx], out: evals/good.json}
   - {id: wrong-data, out: out/wrong, data: 'npz:nothing.npz'}
 `)
-	rep, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Parallel: 3})
+	rep, err := Run(context.Background(), loadManifest(t, path), Options{Parallel: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +562,7 @@ func TestBatchIsolatesFailures(t *testing.T) {
 	for _, j := range rep.Jobs {
 		errs[j.ID] = j.Error
 	}
-	if e := errs["missing"]; !strings.HasPrefix(e, `convert: `+path+`: job "missing": `) || !strings.Contains(e, "nowhere.onnx") {
+	if e := errs["missing"]; !strings.HasPrefix(e, `batch: `+path+`: job "missing": `) || !strings.Contains(e, "nowhere.onnx") {
 		t.Errorf("error of the failed job: %q", e)
 	}
 	if e := errs["eval-missing"]; !strings.Contains(e, `reads the output of job "missing", which failed`) {
@@ -576,11 +578,11 @@ func TestBatchIsolatesFailures(t *testing.T) {
 	if err := readJSON(filepath.Join(dir, "evals", "good.json"), &ev); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := HashFile(filepath.Join(dir, "out", "good", "final.onnx"))
+	sum, err := convert.HashFile(filepath.Join(dir, "out", "good", "final.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tr Report
+	var tr convert.Report
 	if err := readJSON(filepath.Join(dir, "out", "good", "report.json"), &tr); err != nil {
 		t.Fatal(err)
 	}
@@ -610,17 +612,17 @@ func TestBatchWaitsForOtherShards(t *testing.T) {
 	}
 	path := writeManifest(t, dir, "batch.yaml", text)
 	evalShard := Shard{Index: m.Jobs[1].Shard(2), Count: 2}
-	rep, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Shard: evalShard})
+	rep, err := Run(context.Background(), loadManifest(t, path), Options{Shard: evalShard})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rep.Jobs) != 1 || rep.Jobs[0].Status != StatusFailed || !strings.Contains(rep.Jobs[0].Error, `an output of job "t" of shard`) {
 		t.Fatalf("eval before its transfer: %+v", rep.Jobs)
 	}
-	if _, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Shard: Shard{Index: 1 - evalShard.Index, Count: 2}}); err != nil {
+	if _, err := Run(context.Background(), loadManifest(t, path), Options{Shard: Shard{Index: 1 - evalShard.Index, Count: 2}}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Shard: evalShard})
+	rep, err = Run(context.Background(), loadManifest(t, path), Options{Shard: evalShard})
 	if err != nil || rep.Jobs[0].Status != StatusOK {
 		t.Fatalf("eval after its transfer: %v %+v", err, rep.Jobs)
 	}
@@ -640,7 +642,7 @@ func TestBatchInterrupt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var steps []int
-	rep, err := RunBatch(ctx, loadManifest(t, path), BatchOptions{Report: reportPath, Progress: func(ev BatchEvent) {
+	rep, err := Run(ctx, loadManifest(t, path), Options{Report: reportPath, Progress: func(ev Event) {
 		if ev.Step != nil {
 			steps = append(steps, ev.Step.Step)
 			if ev.Job.ID == "b" && ev.Step.Step == 1 {
@@ -669,11 +671,11 @@ func TestBatchInterrupt(t *testing.T) {
 			t.Errorf("a step the abandoned job finished: %v", err)
 		}
 	}
-	var onDisk BatchReport
+	var onDisk Report
 	if err := readJSON(reportPath, &onDisk); err != nil || !onDisk.Interrupted || !sameStatuses(statuses(&onDisk), want) {
 		t.Errorf("batch-report.json: %v %+v", err, onDisk)
 	}
-	rep, err = RunBatch(context.Background(), loadManifest(t, path), BatchOptions{})
+	rep, err = Run(context.Background(), loadManifest(t, path), Options{})
 	want = map[string]JobStatus{"a": StatusSkipped, "b": StatusOK, "c": StatusOK}
 	if got := statuses(rep); err != nil || !sameStatuses(got, want) {
 		t.Errorf("rerun: %v, %v; want %v", err, got, want)
@@ -686,15 +688,15 @@ func TestBatchReportWrittenAtomically(t *testing.T) {
 	path := writeManifest(t, dir, "batch.json", fmt.Sprintf(`{"defaults": {"data": %q, "limit": 64, "val_limit": 64},
  "jobs": [{"kind": "eval", "models": [%q], "out": "e.json"}]}`, e.mnist, e.init))
 	reportPath := filepath.Join(dir, "reports", "r.json")
-	if _, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Report: reportPath}); err == nil {
+	if _, err := Run(context.Background(), loadManifest(t, path), Options{Report: reportPath}); err == nil {
 		t.Fatal("a report in a missing folder was accepted")
 	}
 	if err := os.Mkdir(filepath.Dir(reportPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	var pending []JobStatus
-	_, err := RunBatch(context.Background(), loadManifest(t, path), BatchOptions{Report: reportPath, ReportInterval: time.Nanosecond, Progress: func(ev BatchEvent) {
-		var r BatchReport
+	_, err := Run(context.Background(), loadManifest(t, path), Options{Report: reportPath, ReportInterval: time.Nanosecond, Progress: func(ev Event) {
+		var r Report
 		if err := readJSON(reportPath, &r); err != nil {
 			t.Error(err)
 		}
@@ -703,12 +705,12 @@ func TestBatchReportWrittenAtomically(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r BatchReport
+	var r Report
 	if err := readJSON(reportPath, &r); err != nil {
 		t.Fatal(err)
 	}
 	// The report on disk says pending while the job runs, and its outcome once it has ended.
-	if !slices.Equal(pending, []JobStatus{StatusPending, StatusOK}) || r.Jobs[0].Status != StatusOK || r.Schema != BatchSchema || r.Shard != (Shard{0, 1}) {
+	if !slices.Equal(pending, []JobStatus{StatusPending, StatusOK}) || r.Jobs[0].Status != StatusOK || r.Schema != Schema || r.Shard != (Shard{0, 1}) {
 		t.Errorf("statuses seen %v, final report %+v", pending, r)
 	}
 	if tmp := tempFiles(t, dir); len(tmp) > 0 {
@@ -774,7 +776,7 @@ func TestBatchInitJobs(t *testing.T) {
 	path := writeManifest(t, dir, "batch.yaml", manifest(5))
 	run := func() map[string]JobStatus {
 		t.Helper()
-		return runAllOK(t, path, BatchOptions{})
+		return runAllOK(t, path, Options{})
 	}
 	ids := []string{"inits/tiny.onnx", "inits/redrawn.onnx", "from-file", "from-seed"}
 	want := func(ok ...string) map[string]JobStatus {
@@ -812,7 +814,7 @@ func TestBatchInitJobs(t *testing.T) {
 	sameBytes(t, filepath.Join(dir, "inits", "redrawn.onnx"), func() ([]byte, error) { return first.Encode(drawn) })
 	sameBytes(t, filepath.Join(dir, "out", "seed", "init.onnx"), func() ([]byte, error) { return first.Encode(drawn) })
 	for name, wantSeed := range map[string]bool{"file": false, "seed": true} {
-		var rep Report
+		var rep convert.Report
 		if err := readJSON(filepath.Join(dir, "out", name, "report.json"), &rep); err != nil {
 			t.Fatal(err)
 		}

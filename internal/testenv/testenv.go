@@ -1,0 +1,37 @@
+// Package testenv is what the tests of several packages share: the repository's
+// fixtures (PyTorch trajectories in testdata) and the real MNIST they were trained on.
+package testenv
+
+import (
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/ltransfer/ltransfer/convert/dataset"
+)
+
+// Fixture returns the path of a file or folder under the repository's testdata folder.
+func Fixture(parts ...string) string {
+	_, file, _, _ := runtime.Caller(0) // this file: internal/testenv/testenv.go
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(append([]string{root, "testdata"}, parts...)...)
+}
+
+// MNIST opens the training and validation splits of real MNIST, normalised as the fixtures
+// were trained (mean 0.1307, std 0.3081); limits of 0 keep everything.
+func MNIST(t testing.TB, trainLimit, valLimit int) (train, val dataset.Source) {
+	t.Helper()
+	dir, err := dataset.ModuleMNIST()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Limit: trainLimit}
+	if train, err = dataset.Open("mnist:"+dir, opt); err != nil {
+		t.Fatal(err)
+	}
+	opt.Split, opt.Limit = dataset.SplitVal, valLimit
+	if val, err = dataset.Open("mnist:"+dir, opt); err != nil {
+		t.Fatal(err)
+	}
+	return train, val
+}
