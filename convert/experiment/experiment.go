@@ -165,10 +165,10 @@ func (o Options) Check() error {
 		}
 	}
 	if _, err := convert.ParseSchedule(string(o.Schedule)); err != nil {
-		return err
+		return fmt.Errorf("experiment: %w", err)
 	}
 	if err := train.CheckSGD(o.Momentum, o.WeightDecay); err != nil {
-		return err
+		return fmt.Errorf("experiment: %w", err)
 	}
 	for i, m := range o.Methods {
 		if !slices.Contains([]string{"naive", "fgmt", "gmt", "oracle"}, m) {
