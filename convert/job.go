@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -38,8 +39,9 @@ type Job struct {
 }
 
 // Run loads the inputs, transfers, and writes the ONNX files, perm.json and report.json into
-// the output folder; it returns the report.
-func (j Job) Run() (*Report, error) {
+// the output folder; it returns the report. When ctx ends, the transfer stops between steps
+// (every file written so far is complete) and Run returns ctx's error wrapped.
+func (j Job) Run(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	src, err := LoadTrajectory(j.Trajectory...)
 	if err != nil {
@@ -84,7 +86,7 @@ func (j Job) Run() (*Report, error) {
 		return nil, err
 	}
 	w := &Writer{Dir: j.Out, Model: out, SaveSteps: j.Save["steps"], SaveBest: j.Save["best"], SaveFinal: j.Save["final"], Files: files}
-	res, err := Transfer(src, init, j.Options, func(r StepReport, p params.Set) error {
+	res, err := Transfer(ctx, src, init, j.Options, func(r StepReport, p params.Set) error {
 		return w.Step(r.Step, r.Accuracy, p)
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -66,7 +67,7 @@ func TestExportedFilesRunInONNXRuntime(t *testing.T) {
 			out := t.TempDir()
 			job := Job{Trajectory: c.trajectory, Init: c.init, Out: out,
 				Save: map[string]bool{"steps": true, "best": true, "final": true}, Options: short}
-			rep, err := job.Run()
+			rep, err := job.Run(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}

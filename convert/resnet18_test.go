@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -215,7 +216,7 @@ func TestResNet18TrajectoryBothExports(t *testing.T) {
 					Save: map[string]bool{"best": true},
 					Options: Options{Method: method, Steps: 2, Schedule: Cosine, Batch: 4, GradBatches: 1, NormBatches: 1,
 						Seed: 1, Train: train, Val: val}}
-				rep, err := job.Run()
+				rep, err := job.Run(context.Background())
 				if err != nil {
 					t.Fatalf("%s: %v", method, err)
 				}

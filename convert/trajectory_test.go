@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -99,7 +100,7 @@ func TestTransferOntoDeduplicatedInit(t *testing.T) {
 	job := Job{Trajectory: []string{run}, Init: filepath.Join(dir, "init.onnx"), Out: out, Save: map[string]bool{"final": true},
 		Options: Options{Method: "naive", Steps: 1, Schedule: Uniform, Batch: 4, GradBatches: 1, NormBatches: 1,
 			Train: vectors{}, Val: vectors{}}}
-	if _, err := job.Run(); err != nil {
+	if _, err := job.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	final, err := graph.Load(filepath.Join(out, "final.onnx"))

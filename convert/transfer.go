@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -128,7 +129,9 @@ type transfer struct {
 // gradient of a point is computed once. Gradients of dense layers are kept as low-rank factors
 // where that is smaller (graph.Session.LossAndFactoredGrad), which the matcher scores in factored
 // form.
-func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, params.Set) error) (*Result, error) {
+//
+// Transfer stops between steps when ctx ends, and returns ctx's error wrapped.
+func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, params.Set) error) (*Result, error) {
 	if err := src.CheckInit(init); err != nil {
 		return nil, err
 	}
@@ -189,6 +192,9 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	t.initScore = res.InitScore
 	pi := align.Identity(spec)
 	for k := range t.points {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("convert: stopped before step %d: %w", k, err)
+		}
 		var stats matchStats
 		if k > 0 {
 			if pi, stats, err = method(k, pi); err != nil {

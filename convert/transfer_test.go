@@ -1,15 +1,20 @@
 package convert
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/internal/testenv"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // TestTransferReachesPaperAccuracy runs the paper's MNIST settings on the shipped PyTorch
@@ -46,7 +51,7 @@ func TestTransferReachesPaperAccuracy(t *testing.T) {
 			best := map[string]float64{}
 			for _, method := range []string{"naive", "fgmt", "gmt"} {
 				opt := Options{Method: method, Steps: 10, Schedule: Cosine, Batch: 128, GradBatches: 1, NormBatches: 20, Seed: 1, Train: train, Val: val}
-				res, err := Transfer(src, init, opt, nil)
+				res, err := Transfer(context.Background(), src, init, opt, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -97,7 +102,7 @@ func TestTransferFinetuneOfPyTorchRuns(t *testing.T) {
 	}
 	best := map[string]float64{}
 	for _, method := range []string{"naive", "fgmt", "gmt"} {
-		res, err := Transfer(src, init, Options{Method: method, Steps: 10, Schedule: Cosine, Batch: 128, GradBatches: 1,
+		res, err := Transfer(context.Background(), src, init, Options{Method: method, Steps: 10, Schedule: Cosine, Batch: 128, GradBatches: 1,
 			NormBatches: 20, Seed: 1, Train: train, Val: val}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +135,7 @@ func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
 				Options: Options{Method: "fgmt", Steps: 2, Schedule: Cosine, Batch: 64, GradBatches: 1, NormBatches: 2,
 					Seed: 3, Train: train, Val: val},
 			}
-			rep, err := job.Run()
+			rep, err := job.Run(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,4 +166,38 @@ func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
 
 func stepName(step int) string {
 	return fmt.Sprintf("step_%03d.onnx", step)
+}
+
+// TestTransferStopsWhenCancelled cancels a transfer's context after its step 1: the transfer
+// stops before step 2, with an error that wraps context.Canceled and names the step, after
+// emitting steps 0 and 1 only.
+func TestTransferStopsWhenCancelled(t *testing.T) {
+	train, val := testenv.MNIST(t, 256, 128)
+	src, err := LoadTrajectory(testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"), testenv.Fixture("mlp", "seed1", "ckpt_002.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := graph.Load(testenv.Fixture("mlp", "seed2", "ckpt_000.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var emitted []int
+	opt := Options{Method: "fgmt", Steps: 4, Schedule: Cosine, Batch: 64, GradBatches: 1, NormBatches: 1, Seed: 1, Train: train, Val: val,
+		Progress: func(r StepReport) {
+			if r.Step == 1 {
+				cancel()
+			}
+		}}
+	_, err = Transfer(ctx, src, init, opt, func(r StepReport, _ params.Set) error {
+		emitted = append(emitted, r.Step)
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "step 2") {
+		t.Errorf("error %v, want one wrapping context.Canceled that names step 2", err)
+	}
+	if !slices.Equal(emitted, []int{0, 1}) {
+		t.Errorf("emitted steps %v, want [0 1]", emitted)
+	}
 }

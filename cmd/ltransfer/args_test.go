@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"regexp"
 	"slices"
@@ -36,7 +37,7 @@ func parseOnly(t *testing.T, args ...string) (int, *parsed, string) {
 			return nil
 		}
 	}
-	code := runApp(app, append([]string{"ltransfer"}, args...))
+	code := runApp(context.Background(), app, append([]string{"ltransfer"}, args...))
 	return code, got, errOut.String()
 }
 

@@ -1,12 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -47,8 +46,8 @@ func batchCommand() *cli.Command {
 	}
 }
 
-// runBatch is the batch command: it parses the manifest, picks the shard, runs it with a
-// context that SIGINT and SIGTERM end, and prints the summary.
+// runBatch is the batch command: it parses the manifest, picks the shard, runs it with the
+// command's context (which SIGINT and SIGTERM end, see main), and prints the summary.
 func runBatch(c *cli.Context) error {
 	if c.Int("parallel") < 1 {
 		return usagef("--parallel %d: want at least 1", c.Int("parallel"))
@@ -90,15 +89,6 @@ func runBatch(c *cli.Context) error {
 		report = filepath.Join(filepath.Dir(path), name)
 	}
 
-	// The first SIGINT or SIGTERM stops the batch cleanly; after it the signals kill the process
-	// again, which the atomic writes make safe too.
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
-
 	// For tests only: a pause between writing each file and renaming it (see graph.WriteDelay).
 	if v := os.Getenv("LTRANSFER_TEST_WRITE_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -114,7 +104,7 @@ func runBatch(c *cli.Context) error {
 		fmt.Fprintf(w, "batch %s: shard %d of %d: %d of %d jobs, %d at once\n", path, shard.Index, shard.Count, len(mine), len(m.Jobs), c.Int("parallel"))
 	}
 	finished := 0
-	rep, runErr := batch.Run(ctx, m, batch.Options{
+	rep, runErr := batch.Run(c.Context, m, batch.Options{
 		Parallel: c.Int("parallel"), Shard: shard, Force: c.Bool("force"), Report: report,
 		Progress: func(e batch.Event) {
 			switch {
@@ -165,7 +155,7 @@ func runBatch(c *cli.Context) error {
 			rep.Count(batch.StatusSkipped), rep.Count(batch.StatusFailed), rep.Count(batch.StatusCancelled), report)
 	}
 	if errors.Is(runErr, batch.ErrInterrupted) {
-		return fmt.Errorf("batch interrupted: %d jobs cancelled; rerun the same command to resume", rep.Count(batch.StatusCancelled))
+		return fmt.Errorf("batch interrupted (%v): %d jobs cancelled, every file left is complete; rerun the same command to resume", context.Cause(c.Context), rep.Count(batch.StatusCancelled))
 	}
 	if runErr != nil {
 		return runErr

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -329,5 +331,73 @@ func TestBatchConcurrentRuns(t *testing.T) {
 	t.Logf("%d rounds: in %d both processes ran at once (two reports), in %d processes waited for a job the other held", rounds, overlapped, waited)
 	if overlapped < rounds/2 {
 		t.Errorf("the processes overlapped in only %d of %d rounds: the test does not test concurrency", overlapped, rounds)
+	}
+}
+
+// TestBatchSIGTERMLeavesCompleteFiles stops a batch with SIGTERM while a transfer writes one of
+// its steps, every write slowed (LTRANSFER_TEST_WRITE_DELAY) so that the signal lands between
+// writing the file and renaming it. The write in progress completes, the transfer stops before
+// its next step, and the process exits with status 1, saying that a signal interrupted it and
+// how to resume. Every file left is complete: the ONNX files load, the JSON files parse, no
+// temporary file remains, and the step written under the signal is byte for byte the file a
+// run without interruption writes (the rerun redoes the cancelled job).
+func TestBatchSIGTERMLeavesCompleteFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command and runs batches")
+	}
+	bin := buildLtransfer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	path := batchManifest(t, dir, "  steps: 3\n  batch: 32\n  limit: 256\n  val_limit: 256\n  save: steps,final",
+		`{id: a, out: out/a, seed: 1}`)
+	out := filepath.Join(dir, "out", "a")
+	t.Setenv("LTRANSFER_TEST_WRITE_DELAY", "1s")
+	c := startBatch(t, ctx, bin, "batch", "-v", path)
+	var found []string
+	for deadline := time.Now().Add(time.Minute); len(found) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		found, _ = filepath.Glob(filepath.Join(out, ".step_001.onnx.tmp-*"))
+	}
+	if len(found) == 0 {
+		c.cmd.Process.Kill()
+		c.wait()
+		t.Fatalf("step 1 was never being written:\n%s", c.stderr.String())
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code := c.wait()
+	stderr := c.stderr.String()
+	if code != 1 || !strings.Contains(stderr, "ltransfer: batch interrupted (terminated signal received): 1 jobs cancelled") ||
+		!strings.Contains(stderr, "rerun the same command to resume") {
+		t.Errorf("exit %d, want 1 and the interruption with how to resume; stderr:\n%s", code, stderr)
+	}
+	if temps := checkBatchOutputs(t, dir); len(temps) > 0 {
+		t.Errorf("temporary files left: %v", temps)
+	}
+	written, err := os.ReadFile(filepath.Join(out, "step_001.onnx"))
+	if err != nil {
+		t.Fatalf("the step written when the signal came: %v", err)
+	}
+	for _, f := range []string{"step_002.onnx", "step_003.onnx", "final.onnx", "report.json", "batch-job.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the interruption: %v, want none (the transfer stops before the next step)", f, err)
+		}
+	}
+	rep := readBatchReport(t, filepath.Join(dir, "batch-report.json"))
+	if got := batchStatuses(rep); !rep.Interrupted || got["a"] != batch.StatusCancelled {
+		t.Errorf("report: interrupted %v, statuses %v; want interrupted and a cancelled", rep.Interrupted, got)
+	}
+
+	t.Setenv("LTRANSFER_TEST_WRITE_DELAY", "")
+	c = startBatch(t, ctx, bin, "batch", path)
+	if code := c.wait(); code != 0 {
+		t.Fatalf("the rerun: exit %d:\n%s", code, c.stderr.String())
+	}
+	if got, err := os.ReadFile(filepath.Join(out, "step_001.onnx")); err != nil || !bytes.Equal(got, written) {
+		t.Errorf("step_001.onnx of the uninterrupted rerun differs from the one written under the signal (%v)", err)
+	}
+	if got := batchStatuses(readBatchReport(t, filepath.Join(dir, "batch-report.json"))); got["a"] != batch.StatusOK {
+		t.Errorf("rerun: %v", got)
 	}
 }

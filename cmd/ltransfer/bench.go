@@ -165,7 +165,7 @@ func benchChild(c *cli.Context) error {
 		opt.Progress = progress.step
 		defer progress.done()
 	}
-	r, err := Bench(*bc, opt, base)
+	r, err := Bench(c.Context, *bc, opt, base)
 	if err != nil {
 		return err
 	}

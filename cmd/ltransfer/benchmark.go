@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -64,14 +65,14 @@ type BenchResult struct {
 // timings, accuracy and memory. baseRSS is the resident memory measured before the
 // checkpoints were loaded (see ReadRSS); the peak is read from the kernel's high-water mark,
 // reset just before the transfer starts when the kernel allows it.
-func Bench(c BenchCase, opt convert.Options, baseRSS int64) (*BenchResult, error) {
+func Bench(ctx context.Context, c BenchCase, opt convert.Options, baseRSS int64) (*BenchResult, error) {
 	buffers, err := bufferBytes(c, opt)
 	if err != nil {
 		return nil, err
 	}
 	resetPeakRSS()
 	start := time.Now()
-	res, err := convert.Transfer(c.Source, c.Init, opt, nil)
+	res, err := convert.Transfer(ctx, c.Source, c.Init, opt, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -32,11 +33,11 @@ func TestBenchSplitsTimeAndCountsBuffers(t *testing.T) {
 		t.Skip(err) // not Linux
 	}
 	opt := convert.Options{Method: "fgmt", Steps: 2, Schedule: convert.Cosine, Batch: 64, GradBatches: 1, NormBatches: 1, Seed: 1, Train: train, Val: val}
-	r, err := Bench(BenchCase{Model: "linear512", Source: src, Init: init}, opt, base)
+	r, err := Bench(context.Background(), BenchCase{Model: "linear512", Source: src, Init: init}, opt, base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := convert.Transfer(src, init, opt, nil)
+	ref, err := convert.Transfer(context.Background(), src, init, opt, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func demoCommand() *cli.Command {
 				progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 				progress.start(job.Method)
 				job.Progress = progress.step
-				report, err := job.Run()
+				report, err := job.Run(c.Context)
 				progress.done()
 				if err != nil {
 					return err

@@ -6,11 +6,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -70,19 +73,29 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 }
 
 func main() {
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	// The first SIGINT or SIGTERM cancels the command's context: long work (a transfer, a
+	// training run, a batch) stops cleanly between two steps, leaving only complete files.
+	// After it the signals kill the process again, which the atomic writes make safe too.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
 }
 
 // run executes the command line and returns the process exit code.
-func run(args []string, stdout, stderr io.Writer) int {
-	return runApp(newApp(stdout, stderr), args)
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runApp(ctx, newApp(stdout, stderr), args)
 }
 
 // runApp runs app on the command line, with flags accepted anywhere, and returns the exit code.
-func runApp(app *cli.App, args []string) int {
-	err := app.Run(flagsFirst(app, args))
+func runApp(ctx context.Context, app *cli.App, args []string) int {
+	err := app.RunContext(ctx, flagsFirst(app, args))
 	if err == nil {
 		return 0
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// The work stopped because of a signal: say so first, then where it stopped.
+		fmt.Fprintf(app.ErrWriter, "ltransfer: interrupted (%v): %v\n", context.Cause(ctx), err)
+		return 1
 	}
 	fmt.Fprintln(app.ErrWriter, "ltransfer:", err)
 	var u usageError

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,7 @@ func fixture(parts ...string) string {
 
 func runCLI(args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
-	code := run(append([]string{"ltransfer"}, args...), &out, &errOut)
+	code := run(context.Background(), append([]string{"ltransfer"}, args...), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 

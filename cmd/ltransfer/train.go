@@ -61,7 +61,7 @@ func trainCommand() *cli.Command {
 			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 			progress.start("train")
 			opt.Progress = progress.train
-			report, err := train.Run(m, nil, opt)
+			report, err := train.Run(c.Context, m, nil, opt)
 			progress.done()
 			if err != nil {
 				return err

@@ -628,7 +628,7 @@ func TestBatchWaitsForOtherShards(t *testing.T) {
 	}
 }
 
-// TestBatchInterrupt cancels a batch in the middle of a transfer: the transfer is abandoned at
+// TestBatchInterrupt cancels a batch in the middle of a transfer: the transfer is stopped at
 // the end of its step, no job starts after it, no temporary file stays, and a rerun completes.
 func TestBatchInterrupt(t *testing.T) {
 	e := newBatchEnv(t)
@@ -664,11 +664,11 @@ func TestBatchInterrupt(t *testing.T) {
 		t.Errorf("temporary files left: %v", tmp)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out", "b", "report.json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the abandoned job has a report: %v", err)
+		t.Errorf("the stopped job has a report: %v", err)
 	}
 	for _, f := range []string{"step_000.onnx", "step_001.onnx"} {
 		if _, err := graph.Load(filepath.Join(dir, "out", "b", f)); err != nil {
-			t.Errorf("a step the abandoned job finished: %v", err)
+			t.Errorf("a step the stopped job finished: %v", err)
 		}
 	}
 	var onDisk Report

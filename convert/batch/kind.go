@@ -28,8 +28,9 @@ type jobKind interface {
 	// complete reports whether the job's outputs are there and were made from the same inputs
 	// with the same settings.
 	complete(r *batchRun, j *Job) bool
-	// run runs the job, writing every file atomically. It returns ErrInterrupted when it stops
-	// early because the batch's context ended.
+	// run runs the job, writing every file atomically. When the batch's context ends it stops
+	// at the next point where every file written is complete, and returns an error wrapping
+	// ErrInterrupted or the context's error.
 	run(r *batchRun, j *Job) error
 }
 

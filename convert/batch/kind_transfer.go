@@ -102,19 +102,14 @@ func (transferKind) run(r *batchRun, j *Job) error {
 		Options: convert.Options{
 			Method: s.Method, Steps: s.Steps, Schedule: convert.Schedule(s.Schedule), Batch: s.Batch, GradBatches: s.GradBatches,
 			NormBatches: s.NormBatches, Seed: s.Seed, MaxSweeps: s.MaxSweeps, Train: train, Val: val, AllowNonFinite: s.AllowNonFinite,
-			Progress: func(step convert.StepReport) {
-				r.event(Event{Job: j, Step: &step})
-				if r.ctx.Err() != nil {
-					panic(abandon{})
-				}
-			},
+			Progress: func(step convert.StepReport) { r.event(Event{Job: j, Step: &step}) },
 		},
 	}
 	// A previous record must not vouch for the files this run replaces.
 	if err := os.Remove(filepath.Join(s.Out, batchJobFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if _, err := job.Run(); err != nil {
+	if _, err := job.Run(r.ctx); err != nil {
 		return err
 	}
 	return convert.WriteJSON(filepath.Join(s.Out, batchJobFile), jobRecord{Schema: Schema, ID: j.ID, Manifest: r.m.Path, Settings: s.settings()})

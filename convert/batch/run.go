@@ -108,8 +108,9 @@ var ErrInterrupted = errors.New("interrupted")
 // Run runs the jobs of shard opt.Shard of manifest m and returns the report. A job's
 // failure is recorded in the report, not returned: the error is about the batch itself (the
 // report could not be written, or ctx ended, which wraps ErrInterrupted). When ctx ends, no job
-// starts any more, a running transfer is abandoned at the end of its current step (a finishing
-// one completes), and the temporary files of the jobs' outputs are removed.
+// starts any more, a running transfer stops between two steps (one past its last step
+// completes), an evaluation between two models, and the temporary files of the jobs' outputs
+// are removed.
 func Run(ctx context.Context, m *Manifest, opt Options) (*Report, error) {
 	if err := opt.Shard.Check(); err != nil {
 		return nil, err
@@ -333,8 +334,8 @@ func (r *batchRun) attempt(j *Job) (JobStatus, error) {
 		return StatusSkipped, nil
 	}
 	r.event(Event{Job: j})
-	err = abandonable(func() error { return j.kind.run(r, j) })
-	if errors.Is(err, ErrInterrupted) {
+	err = j.kind.run(r, j)
+	if r.ctx.Err() != nil && (errors.Is(err, ErrInterrupted) || errors.Is(err, r.ctx.Err())) {
 		removeTemps(j)
 		return StatusCancelled, err
 	}
@@ -357,24 +358,4 @@ func (r *batchRun) readyElsewhere(j, k *Job) error {
 		}
 	}
 	return nil
-}
-
-// abandon is the panic value with which a transfer's progress callback leaves Job.Run when the
-// batch is interrupted. Transfer calls the callback between steps, when no file is being
-// written, and abandonable recovers it within this package.
-type abandon struct{}
-
-// abandonable runs f, turning an abandon panic into ErrInterrupted and any other panic into an
-// error, so that one job cannot take the batch down.
-func abandonable(f func() error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			if _, ok := v.(abandon); ok {
-				err = ErrInterrupted
-				return
-			}
-			err = fmt.Errorf("panic: %v", v)
-		}
-	}()
-	return f()
 }

@@ -6,6 +6,7 @@ package experiment
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -295,6 +296,7 @@ type Report struct {
 
 // experiment holds what a running experiment needs.
 type experiment struct {
+	ctx       context.Context
 	opt       Options
 	rep       *Report
 	trainSet  dataset.Source // the examples of the transfers and the fine-tunings
@@ -318,7 +320,9 @@ type experiment struct {
 // the linear trajectory from its first checkpoint to its last; the oracle matches the target
 // run's own update. Each method's best step, and the target's starting point itself (the
 // baseline), are then fine-tuned with the same SGD and example order for FinetuneEpochs.
-func Run(opt Options) (*Report, error) {
+// When ctx ends, the running transfer or training stops between two steps and Run returns
+// ctx's error wrapped.
+func Run(ctx context.Context, opt Options) (*Report, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
@@ -332,7 +336,7 @@ func Run(opt Options) (*Report, error) {
 	} else if len(entries) > 0 {
 		return nil, fmt.Errorf("experiment: the output folder %s is not empty (it holds %s): choose another folder or empty it", opt.Out, entries[0].Name())
 	}
-	e := &experiment{opt: opt,
+	e := &experiment{ctx: ctx, opt: opt,
 		rep: &Report{Schema: Schema, Settings: opt, Baseline: opt.baseline()}}
 	var classes []int // every class in ScenarioScratch
 	if opt.Scenario == ScenarioFinetune {
@@ -442,7 +446,7 @@ func (e *experiment) run(name string, given []string, seed uint64) (*convert.Tra
 // given example order, and records it in the report.
 func (e *experiment) trainRun(name string, m *graph.Model, epochs int, seed uint64, trainData, valData dataset.Source) (*convert.Trajectory, error) {
 	dir := filepath.Join(e.opt.Out, name)
-	rep, err := train.Run(m, nil, e.trainOptions(name, dir, epochs, seed, 0, trainData, valData))
+	rep, err := train.Run(e.ctx, m, nil, e.trainOptions(name, dir, epochs, seed, 0, trainData, valData))
 	if err != nil {
 		return nil, fmt.Errorf("experiment: %s run: %w", name, err)
 	}
@@ -479,7 +483,7 @@ func (e *experiment) transfer(method string) (params.Set, MethodSummary, error) 
 	}
 	var best params.Set
 	var bestAcc float64
-	res, err := convert.Transfer(e.src, e.init, opt, func(r convert.StepReport, p params.Set) error {
+	res, err := convert.Transfer(e.ctx, e.src, e.init, opt, func(r convert.StepReport, p params.Set) error {
 		if best == nil || r.Accuracy > bestAcc { // as Result.Best: the first of the best
 			best, bestAcc = p, r.Accuracy
 		}
@@ -505,7 +509,7 @@ func (e *experiment) finetune(method string, p params.Set) (float64, error) {
 	}
 	stage := "finetune " + method
 	dir := filepath.Join(e.opt.Out, "finetune", method)
-	rep, err := train.Run(e.init, p, e.trainOptions(stage, dir, e.opt.FinetuneEpochs, e.opt.Seed, e.opt.EvalEvery, e.trainSet, e.valSet))
+	rep, err := train.Run(e.ctx, e.init, p, e.trainOptions(stage, dir, e.opt.FinetuneEpochs, e.opt.Seed, e.opt.EvalEvery, e.trainSet, e.valSet))
 	if err != nil {
 		return 0, fmt.Errorf("experiment: %s: %w", stage, err)
 	}

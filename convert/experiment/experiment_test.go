@@ -2,6 +2,7 @@ package experiment
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -55,7 +56,7 @@ func TestExperimentScratchFineTuning(t *testing.T) {
 	opt := experimentOptions(t, ScenarioScratch)
 	opt.SourceTrajectory, opt.TargetTrajectory = []string{testenv.Fixture("mlp", "seed1")}, []string{testenv.Fixture("mlp", "seed2")}
 	opt.Methods = []string{"fgmt", "gmt"}
-	rep, err := Run(opt)
+	rep, err := Run(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestExperimentFinetuneScenario(t *testing.T) {
 	opt := experimentOptions(t, ScenarioFinetune)
 	opt.Epochs, opt.PretrainEpochs, opt.FinetuneEpochs = 3, 3, 0
 	opt.PretrainClasses, opt.FinetuneClasses = []int{0, 1, 2, 3, 4}, []int{5, 6, 7, 8, 9}
-	rep, err := Run(opt)
+	rep, err := Run(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +311,7 @@ func TestExperimentRefusesUsedFolder(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(opt.Out, "experiment.json"), []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Run(opt); err == nil || !strings.Contains(err.Error(), "not empty") {
+	if _, err := Run(context.Background(), opt); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("error %v, want one about the folder not being empty", err)
 	}
 }
@@ -323,7 +324,7 @@ func ExampleRun() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	rep, err := Run(Options{
+	rep, err := Run(context.Background(), Options{
 		Scenario:         ScenarioScratch,
 		SourceTrajectory: []string{"testdata/mlp/seed1"},
 		TargetTrajectory: []string{"testdata/mlp/seed2"},

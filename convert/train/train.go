@@ -6,6 +6,7 @@
 package train
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -294,8 +295,10 @@ type Report struct {
 // writing the trajectory into opt.Out: ckpt_000.onnx is the initialization, then one checkpoint
 // per epoch (or every opt.EverySteps steps), named so that their natural order is the training
 // order, and train.json, rewritten after every evaluation. The folder is a trajectory that
-// LoadTrajectory accepts. Train returns the report it wrote.
-func Run(m *graph.Model, init params.Set, opt Options) (*Report, error) {
+// LoadTrajectory accepts. Run returns the report it wrote. When ctx ends, Run stops between
+// two steps (every checkpoint and train.json written so far is complete) and returns ctx's
+// error wrapped.
+func Run(ctx context.Context, m *graph.Model, init params.Set, opt Options) (*Report, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
@@ -356,6 +359,9 @@ func Run(m *graph.Model, init params.Set, opt Options) (*Report, error) {
 		var lossSum float64
 		seen := 0
 		for i, idx := range batches {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("train: stopped before step %d: %w", step+1, err)
+			}
 			x, y, err := tr.r.Load(opt.Train, idx)
 			if err != nil {
 				return nil, err

@@ -1,8 +1,10 @@
 package train
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -259,7 +261,7 @@ func TestTrainMNIST(t *testing.T) {
 	opt := Options{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4, Schedule: Cosine,
 		Seed: 1, EvalEvery: 50, Out: out, Train: train, Val: val, Data: "mnist",
 		Progress: func(p Progress) { calls = append(calls, p) }}
-	rep, err := Run(m, nil, opt)
+	rep, err := Run(context.Background(), m, nil, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +318,7 @@ func TestTrainMNIST(t *testing.T) {
 	}
 
 	// The folder now holds a trajectory: training into it again is refused.
-	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "already holds ONNX files") {
+	if _, err := Run(context.Background(), m, nil, opt); err == nil || !strings.Contains(err.Error(), "already holds ONNX files") {
 		t.Errorf("training into a used folder: %v", err)
 	}
 }
@@ -332,7 +334,7 @@ func TestTrainEverySteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	rep, err := Run(m, nil, Options{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, Schedule: Constant,
+	rep, err := Run(context.Background(), m, nil, Options{Epochs: 1, Batch: 64, LR: 0.01, Momentum: 0.9, Schedule: Constant,
 		Seed: 3, EverySteps: 4, Out: out, Train: train, Val: val})
 	if err != nil {
 		t.Fatal(err)
@@ -352,6 +354,40 @@ func TestTrainEverySteps(t *testing.T) {
 	}
 }
 
+// TestTrainStopsWhenCancelled cancels a run's context at its step 3, which writes a checkpoint
+// (one every three steps): the run stops before step 4 with an error wrapping
+// context.Canceled, and the folder holds the checkpoints written so far, each complete, and no
+// later one.
+func TestTrainStopsWhenCancelled(t *testing.T) {
+	train, val := testenv.MNIST(t, 640, 64)
+	m, err := graph.Load(testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := t.TempDir()
+	_, err = Run(ctx, m, nil, Options{Epochs: 1, Batch: 64, LR: 0.01, Schedule: Constant, Seed: 1, EverySteps: 3, Out: out,
+		Train: train, Val: val, Progress: func(p Progress) {
+			if p.Step == 3 {
+				cancel()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "step 4") {
+		t.Errorf("error %v, want one wrapping context.Canceled that names step 4", err)
+	}
+	files, err := convert.TrajectoryFiles(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(files); got != fmt.Sprint([]string{filepath.Join(out, "ckpt_000.onnx"), filepath.Join(out, "ckpt_001.onnx")}) {
+		t.Errorf("checkpoints %s, want ckpt_000 and ckpt_001", got)
+	}
+	if _, err := convert.LoadTrajectory(out); err != nil {
+		t.Errorf("the checkpoints written before the stop: %v", err)
+	}
+}
+
 func TestTrainRefuses(t *testing.T) {
 	m, err := graph.Load(testenv.Fixture("mlp", "seed1", "ckpt_000.onnx"))
 	if err != nil {
@@ -363,15 +399,15 @@ func TestTrainRefuses(t *testing.T) {
 	}
 	src := &memorySource{x: make([]float32, 4*784), y: make([]int64, 4)}
 	opt := Options{Epochs: 1, Batch: 2, LR: 0.01, Schedule: Constant, Out: file, Train: src, Val: src}
-	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "is a file") {
+	if _, err := Run(context.Background(), m, nil, opt); err == nil || !strings.Contains(err.Error(), "is a file") {
 		t.Errorf("output path is a file: %v", err)
 	}
 	opt.Out = filepath.Dir(m.Path)
-	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "holds the input") {
+	if _, err := Run(context.Background(), m, nil, opt); err == nil || !strings.Contains(err.Error(), "holds the input") {
 		t.Errorf("output folder holds the initialization: %v", err)
 	}
 	opt.Out, opt.Val = t.TempDir(), nil
-	if _, err := Run(m, nil, opt); err == nil || !strings.Contains(err.Error(), "validation data") {
+	if _, err := Run(context.Background(), m, nil, opt); err == nil || !strings.Contains(err.Error(), "validation data") {
 		t.Errorf("no validation data: %v", err)
 	}
 	if _, err := NewTrainer(m, params.Set{}, 0.9, 0); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
