@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/ltransfer/ltransfer/align"
@@ -145,7 +142,6 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 	if err != nil {
 		return nil, err
 	}
-	defer lowerGC()()
 	spec, unpermuted, err := graph.Symmetries(init)
 	if err != nil {
 		return nil, err
@@ -221,45 +217,6 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 		}
 	}
 	return res, nil
-}
-
-// transferGOGC is the garbage collector's target (GOGC, in percent of the live heap) while a
-// transfer runs. A transfer's heap is mostly large pointer-free buffers that stay live (the
-// checkpoints, the score matrix, the kept gradients) while every gradient and evaluation leaves
-// garbage behind: with Go's default of 100 the heap would grow to twice the live data between
-// collections. Marking pointer-free memory is cheap, so collecting at 5% costs little time.
-const transferGOGC = 5
-
-// gc guards the lowered garbage collector target, shared by the transfers that run at once.
-var gc struct {
-	sync.Mutex
-	users int
-	saved int
-}
-
-// lowerGC lowers the garbage collector's target to transferGOGC (unless the GOGC environment
-// variable sets it, or it is already lower) and returns the function that restores it once no
-// transfer needs it.
-func lowerGC() (restore func()) {
-	if os.Getenv("GOGC") != "" {
-		return func() {}
-	}
-	gc.Lock()
-	defer gc.Unlock()
-	if gc.users == 0 {
-		gc.saved = debug.SetGCPercent(transferGOGC)
-		if gc.saved < transferGOGC {
-			debug.SetGCPercent(gc.saved)
-		}
-	}
-	gc.users++
-	return func() {
-		gc.Lock()
-		defer gc.Unlock()
-		if gc.users--; gc.users == 0 {
-			debug.SetGCPercent(gc.saved)
-		}
-	}
 }
 
 // matchStats is what a method reports about one step.

@@ -104,6 +104,7 @@ func runBatch(c *cli.Context) error {
 		fmt.Fprintf(w, "batch %s: shard %d of %d: %d of %d jobs, %d at once\n", path, shard.Index, shard.Count, len(mine), len(m.Jobs), c.Int("parallel"))
 	}
 	finished := 0
+	lowerGC()
 	rep, runErr := batch.Run(c.Context, m, batch.Options{
 		Parallel: c.Int("parallel"), Shard: shard, Force: c.Bool("force"), Report: report,
 		Progress: func(e batch.Event) {

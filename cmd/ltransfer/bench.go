@@ -165,6 +165,7 @@ func benchChild(c *cli.Context) error {
 		opt.Progress = progress.step
 		defer progress.done()
 	}
+	lowerGC() // as the transfer command does
 	r, err := Bench(c.Context, *bc, opt, base)
 	if err != nil {
 		return err

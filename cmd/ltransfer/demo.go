@@ -64,6 +64,7 @@ func demoCommand() *cli.Command {
 				progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 				progress.start(job.Method)
 				job.Progress = progress.step
+				lowerGC()
 				report, err := job.Run(c.Context)
 				progress.done()
 				if err != nil {

@@ -134,6 +134,7 @@ func runExperiment(c *cli.Context) error {
 	stages := &stageProgress{p: newProgress(c.App.ErrWriter, c.Bool("quiet"))}
 	opt.OnTrain = func(stage string, p train.Progress) { stages.enter(stage).train(p) }
 	opt.OnStep = func(stage string, r convert.StepReport) { stages.enter(stage).step(r) }
+	lowerGC()
 	report, err := experiment.Run(c.Context, opt)
 	stages.p.done()
 	if err != nil {

@@ -81,6 +81,7 @@ func transferCommand() *cli.Command {
 			progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 			progress.start(job.Options.Method)
 			job.Options.Progress = progress.step
+			lowerGC()
 			report, err := job.Run(c.Context)
 			progress.done()
 			if err != nil {
