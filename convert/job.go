@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/ltransfer/ltransfer/graph"
@@ -26,9 +25,9 @@ type Job struct {
 	// (models.Reinit), written to the output folder as init.onnx.
 	Init     string
 	InitSeed *uint64
-	// Target is the target run's trajectory (a folder, or files separated by commas) for the
-	// oracle.
-	Target string
+	// Target is the target run's trajectory, for the oracle: a folder of checkpoints, or the
+	// checkpoint files in order.
+	Target []string
 	// Out is the output folder.
 	Out string
 	// Save selects the ONNX files written: "steps", "best", "final".
@@ -50,8 +49,8 @@ func (j Job) Run(ctx context.Context) (*Report, error) {
 	if (j.Init == "") == (j.InitSeed == nil) {
 		return nil, errors.New("convert: a transfer needs either an initialization file or an initialization seed")
 	}
-	if j.Target != "" {
-		if j.Options.Target, err = LoadTrajectory(strings.Split(j.Target, ",")...); err != nil {
+	if len(j.Target) > 0 {
+		if j.Options.Target, err = LoadTrajectory(j.Target...); err != nil {
 			return nil, err
 		}
 	}

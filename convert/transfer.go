@@ -266,7 +266,7 @@ func (t *transfer) method() (stepFunc, error) {
 	case "oracle":
 		return t.oracle()
 	}
-	return nil, fmt.Errorf("convert: unknown method %q (want gmt, fgmt, naive or oracle)", t.opt.Method)
+	return nil, fmt.Errorf("convert: %w", CheckMethod(t.opt.Method))
 }
 
 func (t *transfer) matcherOptions() align.MatcherOptions {

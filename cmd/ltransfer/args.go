@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -84,4 +85,25 @@ func positional(min, max int, want string) cli.BeforeFunc {
 		}
 		return nil
 	}
+}
+
+// commaList splits a comma-separated list, dropping blanks; an empty list gives nil.
+func commaList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// pathList reads a flag that names a folder or a comma-separated list of files: a value that
+// names an existing file or folder is that one path, commas included; anything else is split
+// at its commas.
+func pathList(s string) []string {
+	if _, err := os.Stat(s); err == nil {
+		return []string{s}
+	}
+	return commaList(s)
 }

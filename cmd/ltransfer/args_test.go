@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -247,6 +248,27 @@ func TestHelpAnywhere(t *testing.T) {
 		code, out, stderr := runCLI(line...)
 		if code != 0 || !strings.Contains(out, "ltransfer permute [command options] MODEL.onnx") {
 			t.Errorf("%q: exit %d, output %q, stderr %q", line, code, out, stderr)
+		}
+	}
+}
+
+// TestPathList checks how a trajectory flag is read: an existing path stays whole, commas
+// included; otherwise the value is a comma-separated list of files.
+func TestPathList(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run,2")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		in   string
+		want []string
+	}{
+		{dir, []string{dir}},
+		{"a.onnx, b.onnx", []string{"a.onnx", "b.onnx"}},
+		{"", nil},
+	} {
+		if got := pathList(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("pathList(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -88,7 +87,7 @@ func runExperiment(c *cli.Context) error {
 	opt := experiment.Options{
 		Scenario: c.String("scenario"), Arch: c.String("arch"),
 		SourceSeed: c.Uint64("source-seed"), TargetSeed: c.Uint64("target-seed"),
-		SourceTrajectory: commaList(c.String("source-trajectory")), TargetTrajectory: commaList(c.String("target-trajectory")),
+		SourceTrajectory: pathList(c.String("source-trajectory")), TargetTrajectory: pathList(c.String("target-trajectory")),
 		Epochs: c.Int("epochs"), PretrainEpochs: c.Int("pretrain-epochs"), Relabel: c.Bool("relabel"),
 		Methods: commaList(c.String("methods")), Steps: c.Int("steps"), Schedule: convert.Schedule(c.String("schedule")),
 		GradBatches: c.Int("grad-batches"), NormBatches: c.Int("bn-batches"),
@@ -148,17 +147,6 @@ func runExperiment(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "experiment: %.1fs; wrote %s\n", report.Seconds, opt.Out)
 	}
 	return nil
-}
-
-// commaList splits a comma-separated list, dropping blanks; an empty list gives nil.
-func commaList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // stageProgress shows the progress of the experiment's stages one after the other.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -76,28 +74,5 @@ func trainCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
-}
-
-// train prints a training step: on a terminal a bar redrawn in place at every step, otherwise a
-// line at every evaluation.
-func (p *progress) train(r train.Progress) {
-	if p.quiet || (!p.terminal && r.Eval == nil) {
-		return
-	}
-	line := fmt.Sprintf("%s epoch %d step %d/%d  lr %.3g  loss %.4f", p.name, r.Epoch, r.Step, r.Steps, r.LR, r.Loss)
-	if r.Eval != nil {
-		line += fmt.Sprintf("  val acc %6.2f%%  val loss %.4f", 100*r.Eval.Accuracy, r.Eval.Loss)
-	}
-	line += "  elapsed " + time.Since(p.started).Round(time.Second).String()
-	if !p.terminal {
-		fmt.Fprintln(p.w, line)
-		return
-	}
-	width := 20
-	done := width * r.Step / r.Steps
-	fmt.Fprintf(p.w, "\r[%s%s] %s", strings.Repeat("=", done), strings.Repeat(" ", width-done), line)
-	if r.Eval != nil && r.Step < r.Steps {
-		fmt.Fprintln(p.w) // keep every evaluation on screen
 	}
 }

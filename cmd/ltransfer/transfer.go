@@ -2,10 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -48,6 +45,9 @@ func transferCommand() *cli.Command {
 				seed := c.Uint64("init-seed")
 				initSeed = &seed
 			}
+			if err := convert.CheckMethod(c.String("method")); err != nil {
+				return usagef("--method: %w", err)
+			}
 			schedule, err := convert.ParseSchedule(c.String("schedule"))
 			if err != nil {
 				return usageError{err}
@@ -67,7 +67,7 @@ func transferCommand() *cli.Command {
 				Trajectory: c.Args().Slice(),
 				Init:       c.String("init"),
 				InitSeed:   initSeed,
-				Target:     c.String("target-trajectory"),
+				Target:     pathList(c.String("target-trajectory")),
 				Out:        c.String("out"),
 				Save:       save,
 				Data:       c.String("data"),
@@ -98,49 +98,5 @@ func transferCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
-}
-
-// progress prints one line per transfer step, or a bar redrawn in place on a terminal.
-type progress struct {
-	w        io.Writer
-	quiet    bool
-	terminal bool
-	name     string
-	started  time.Time
-}
-
-func newProgress(w io.Writer, quiet bool) *progress {
-	p := &progress{w: w, quiet: quiet}
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			p.terminal = true
-		}
-	}
-	return p
-}
-
-func (p *progress) start(name string) {
-	p.name, p.started = name, time.Now()
-}
-
-func (p *progress) step(r convert.StepReport) {
-	if p.quiet {
-		return
-	}
-	line := fmt.Sprintf("%s step %d/%d  acc %6.2f%%  loss %.4f  grad %.1fs  match %.1fs  eval %.1fs  elapsed %s",
-		p.name, r.Step, r.Total-1, 100*r.Accuracy, r.Loss, r.GradSeconds, r.MatchSeconds, r.EvalSeconds, time.Since(p.started).Round(time.Second))
-	if p.terminal {
-		width := 20
-		done := width * (r.Step + 1) / r.Total
-		fmt.Fprintf(p.w, "\r[%s%s] %s", strings.Repeat("=", done), strings.Repeat(" ", width-done), line)
-		return
-	}
-	fmt.Fprintln(p.w, line)
-}
-
-func (p *progress) done() {
-	if p.terminal && !p.quiet {
-		fmt.Fprintln(p.w)
 	}
 }

@@ -2,6 +2,8 @@ package batch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -863,5 +865,53 @@ func sameBytes(t *testing.T, path string, encode func() ([]byte, error)) {
 	}
 	if string(have) != string(want) {
 		t.Errorf("%s: %d bytes differ from the %d expected", path, len(have), len(want))
+	}
+}
+
+// TestBatchTargetPathsWithCommas runs the oracle with its target trajectory given once as a
+// folder and once as files, every path holding a comma: the paths reach the transfer whole,
+// and report.json records each target checkpoint with its SHA-256.
+func TestBatchTargetPathsWithCommas(t *testing.T) {
+	e := newBatchEnv(t)
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target,run")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i, name := range []string{"ckpt,000.onnx", "ckpt,001.onnx"} {
+		data, err := os.ReadFile(testenv.Fixture("mlp", "seed2", fmt.Sprintf("ckpt_%03d.onnx", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(target, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		want = append(want, hex.EncodeToString(sum[:]))
+	}
+	path := writeManifest(t, dir, "batch.yaml", e.cheapDefaults("method: oracle")+`jobs:
+  - {id: folder, out: out/folder, target: "target,run"}
+  - {id: files, out: out/files, target: ["target,run/ckpt,000.onnx", "target,run/ckpt,001.onnx"]}
+`)
+	runAllOK(t, path, Options{})
+	for _, id := range []string{"folder", "files"} {
+		var rep convert.Report
+		if err := readJSON(filepath.Join(dir, "out", id, "report.json"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, in := range rep.Inputs {
+			if in.Role == "target" {
+				got = append(got, in.SHA256)
+				if !strings.Contains(filepath.Base(in.Path), ",") {
+					t.Errorf("%s: target input %s", id, in.Path)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: target checkpoints hashed %v, want %v", id, got, want)
+		}
 	}
 }

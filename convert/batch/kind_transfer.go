@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
@@ -48,14 +47,11 @@ func (transferKind) check(s jobSpec) error {
 	if err := s.checkData(); err != nil {
 		return err
 	}
-	switch s.Method {
-	case "gmt", "fgmt", "naive":
-	case "oracle":
-		if len(s.Target) == 0 {
-			return s.bad("target", "required by method oracle")
-		}
-	default:
-		return s.bad("method", "%q, want gmt, fgmt, naive or oracle", s.Method)
+	if err := convert.CheckMethod(s.Method); err != nil {
+		return s.bad("method", "%w", err)
+	}
+	if s.Method == "oracle" && len(s.Target) == 0 {
+		return s.bad("target", "required by method oracle")
 	}
 	if _, err := convert.ParseSchedule(s.Schedule); err != nil {
 		return s.bad("schedule", "%q, want uniform or cosine", s.Schedule)
@@ -97,7 +93,7 @@ func (transferKind) run(r *batchRun, j *Job) error {
 	}
 	save := s.saveSet()
 	job := convert.Job{
-		Trajectory: s.Trajectory, Init: s.Init, InitSeed: s.InitSeed, Target: strings.Join(s.Target, ","), Out: s.Out, Save: save,
+		Trajectory: s.Trajectory, Init: s.Init, InitSeed: s.InitSeed, Target: s.Target, Out: s.Out, Save: save,
 		Data: s.Data, ValData: s.ValData,
 		Options: convert.Options{
 			Method: s.Method, Steps: s.Steps, Schedule: convert.Schedule(s.Schedule), Batch: s.Batch, GradBatches: s.GradBatches,

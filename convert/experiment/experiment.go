@@ -172,8 +172,8 @@ func (o Options) Check() error {
 		return fmt.Errorf("experiment: %w", err)
 	}
 	for i, m := range o.Methods {
-		if !slices.Contains([]string{"naive", "fgmt", "gmt", "oracle"}, m) {
-			return fmt.Errorf("experiment: unknown method %q (want naive, fgmt, gmt or oracle)", m)
+		if err := convert.CheckMethod(m); err != nil {
+			return fmt.Errorf("experiment: %w", err)
 		}
 		if slices.Contains(o.Methods[:i], m) {
 			return fmt.Errorf("experiment: method %q listed twice", m)
