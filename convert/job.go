@@ -111,7 +111,7 @@ func (j Job) Run(ctx context.Context) (*Report, error) {
 		for _, p := range roles[role] {
 			sum, err := HashFile(p)
 			if err != nil {
-				return nil, fmt.Errorf("convert: %w", err)
+				return nil, err
 			}
 			report.Inputs = append(report.Inputs, InputFile{Role: role, Path: p, SHA256: sum})
 		}

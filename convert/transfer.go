@@ -9,6 +9,7 @@ import (
 	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/errwrap"
 	"github.com/ltransfer/ltransfer/params"
 )
 
@@ -194,12 +195,12 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 		var stats matchStats
 		if k > 0 {
 			if pi, stats, err = method(k, pi); err != nil {
-				return nil, fmt.Errorf("convert: step %d: %w", k, err)
+				return nil, errwrap.At("convert", fmt.Sprintf("step %d", k), err)
 			}
 		}
 		rep, ps, err := t.finish(k, pi, stats)
 		if err != nil {
-			return nil, fmt.Errorf("convert: step %d: %w", k, err)
+			return nil, errwrap.At("convert", fmt.Sprintf("step %d", k), err)
 		}
 		rep.Gain = rep.Accuracy - res.InitScore.Accuracy
 		res.Steps = append(res.Steps, rep)

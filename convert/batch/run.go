@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ltransfer/ltransfer/convert"
+	"github.com/ltransfer/ltransfer/internal/errwrap"
 )
 
 // Schema is the version of the layouts of batch-report.json, batch-job.json and an eval
@@ -272,7 +273,7 @@ func (r *batchRun) run(j *Job) {
 	start := time.Now()
 	status, err := r.attempt(j)
 	if err != nil {
-		err = fmt.Errorf("batch: %s: job %q: %w", r.m.Path, j.ID, err)
+		err = errwrap.At("batch", fmt.Sprintf("%s: job %q", r.m.Path, j.ID), err)
 	}
 	r.mu.Lock()
 	res := &r.report.Jobs[r.index[j]]

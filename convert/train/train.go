@@ -16,6 +16,7 @@ import (
 	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/errwrap"
 	"github.com/ltransfer/ltransfer/params"
 )
 
@@ -97,7 +98,7 @@ func NewTrainer(m *graph.Model, init params.Set, momentum, weightDecay float64) 
 	}
 	t.params = t.params.Clone()
 	if err := t.params.CheckFinite(t.trainable); err != nil {
-		return nil, fmt.Errorf("train: initialization: %w", err)
+		return nil, errwrap.At("train", "initialization", err)
 	}
 	for _, n := range m.Nodes {
 		if n.Op != "BatchNormalization" || len(n.Inputs) < 5 {
@@ -328,7 +329,7 @@ func Run(ctx context.Context, m *graph.Model, init params.Set, opt Options) (*Re
 	save := func(step int) error {
 		name := fmt.Sprintf("ckpt_%03d.onnx", len(rep.Files))
 		if err := m.Save(filepath.Join(opt.Out, name), tr.params); err != nil {
-			return fmt.Errorf("train: step %d: %w", step, err)
+			return errwrap.At("train", fmt.Sprintf("step %d", step), err)
 		}
 		rep.Files = append(rep.Files, name)
 		return nil
@@ -336,7 +337,7 @@ func Run(ctx context.Context, m *graph.Model, init params.Set, opt Options) (*Re
 	evaluate := func(step int) (*Eval, error) {
 		score, err := eval.Evaluate(tr.params, opt.Val, nil)
 		if err != nil {
-			return nil, fmt.Errorf("train: step %d: %w", step, err)
+			return nil, errwrap.At("train", fmt.Sprintf("step %d", step), err)
 		}
 		rep.Evals = append(rep.Evals, Eval{Epoch: float64(step) / float64(perEpoch), Step: step,
 			Score: score, Seconds: time.Since(start).Seconds()})
@@ -369,7 +370,7 @@ func Run(ctx context.Context, m *graph.Model, init params.Set, opt Options) (*Re
 			lr := opt.Schedule.rate(opt.LR, step, total)
 			loss, err := tr.Step(x, y, lr)
 			if err != nil {
-				return nil, fmt.Errorf("train: step %d: %w", step+1, err)
+				return nil, errwrap.At("train", fmt.Sprintf("step %d", step+1), err)
 			}
 			step++
 			lossSum += loss * float64(len(idx))
