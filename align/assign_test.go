@@ -102,6 +102,10 @@ func checkAssignment(t *testing.T, label string, n int, score []float64, perm []
 	if math.Abs(total-want) > 1e-9*(1+math.Abs(want)) {
 		t.Fatalf("%s: total %v, brute force optimum %v (perm %v, score %v)", label, total, want, perm, score)
 	}
+	// The reference of the larger tests agrees with brute force too.
+	if h := hungarian(n, score); math.Abs(h-want) > 1e-9*(1+math.Abs(want)) {
+		t.Fatalf("%s: the Hungarian reference gives %v, brute force %v", label, h, want)
+	}
 }
 
 func TestAssignBruteForce(t *testing.T) {
@@ -195,6 +199,59 @@ func TestAssignerSizeChange(t *testing.T) {
 	}
 }
 
+// hungarian returns the maximum total score of an n x n matrix by the textbook O(n^3)
+// Hungarian algorithm with row-by-row augmentation (Kuhn-Munkres as in Jonker-Volgenant's
+// shortest-path form, written independently of Assign): the reference for sizes brute force
+// cannot reach.
+func hungarian(n int, score []float64) float64 {
+	inf := math.Inf(1)
+	u, v := make([]float64, n+1), make([]float64, n+1)
+	p, way := make([]int, n+1), make([]int, n+1) // p[j]: the row matched to column j (1-based)
+	for i := 1; i <= n; i++ {
+		p[0] = i
+		j0 := 0
+		minv := make([]float64, n+1)
+		used := make([]bool, n+1)
+		for j := range minv {
+			minv[j] = inf
+		}
+		for p[j0] != 0 {
+			used[j0] = true
+			i0, delta, j1 := p[j0], inf, 0
+			for j := 1; j <= n; j++ {
+				if used[j] {
+					continue
+				}
+				if cur := -score[(i0-1)*n+j-1] - u[i0] - v[j]; cur < minv[j] {
+					minv[j], way[j] = cur, j0
+				}
+				if minv[j] < delta {
+					delta, j1 = minv[j], j
+				}
+			}
+			for j := 0; j <= n; j++ {
+				if used[j] {
+					u[p[j]] += delta
+					v[j] -= delta
+				} else {
+					minv[j] -= delta
+				}
+			}
+			j0 = j1
+		}
+		for j0 != 0 {
+			j1 := way[j0]
+			p[j0] = p[j1]
+			j0 = j1
+		}
+	}
+	var total float64
+	for j := 1; j <= n; j++ {
+		total += score[(p[j]-1)*n+j-1]
+	}
+	return total
+}
+
 // certify checks the optimality certificate held by an Assigner after a solve of score: the
 // assignment is a permutation and every row's column attains the row minimum of the reduced
 // costs V[j] - score[i][j] (up to tol), which proves optimality by LP duality.
@@ -248,16 +305,25 @@ func TestAssignCertificateLarge(t *testing.T) {
 			}
 		}, 0},
 	}
+	// Each total is also compared with the independent Hungarian algorithm's.
+	reference := func(label string, n int, score []float64, total, tol float64) {
+		t.Helper()
+		if want := hungarian(n, score); math.Abs(total-want) > tol*float64(n)*(1+math.Abs(want)) {
+			t.Fatalf("%s n=%d: total %v, the Hungarian algorithm's %v", label, n, total, want)
+		}
+	}
 	for _, kind := range kinds {
 		for _, n := range []int{50, 200, 500} {
 			score := kind.gen(n)
 			var as Assigner
-			as.Solve(n, score)
+			_, total := as.Solve(n, score)
 			certify(t, kind.name+"/cold", &as, n, score, kind.tol)
+			reference(kind.name+"/cold", n, score, total, max(kind.tol, 1e-12))
 			for step := 0; step < 4; step++ {
 				kind.noise(score)
 				_, warm := as.Solve(n, score)
 				certify(t, kind.name+"/warm", &as, n, score, kind.tol)
+				reference(kind.name+"/warm", n, score, warm, max(kind.tol, 1e-12))
 				_, cold := Assign(n, score)
 				if math.Abs(warm-cold) > kind.tol*float64(n)*(1+math.Abs(cold)) {
 					t.Fatalf("%s n=%d step %d: warm total %v, cold total %v", kind.name, n, step, warm, cold)
@@ -278,11 +344,18 @@ func TestAssignPlanted(t *testing.T) {
 	for i, j := range planted {
 		score[i*n+j] += 10
 	}
-	perm, _ := Assign(n, score)
+	perm, total := Assign(n, score)
+	var want float64 // the planted assignment's total, summed in Assign's order (row by row)
+	for i, j := range planted {
+		want += score[i*n+j]
+	}
 	for i := range perm {
 		if perm[i] != planted[i] {
 			t.Fatalf("row %d: got column %d, planted %d", i, perm[i], planted[i])
 		}
+	}
+	if math.Abs(total-want) > 1e-9*want {
+		t.Errorf("total %v, the planted assignment's %v", total, want)
 	}
 }
 
