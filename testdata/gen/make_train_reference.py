@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch ground truth for ltransfer's SGD training (convert.Trainer, convert.Train).
+"""PyTorch ground truth for ltransfer's SGD training (train.Trainer, train.Run in convert/train).
 
 Usage (from the repository root):
 
@@ -43,7 +43,7 @@ arithmetic tightly; the script prints, for steps 0..9, the windows that choose
 differently.
 
 Bench mode times one epoch of training as BenchmarkTrainEpoch in
-convert/train_test.go does: the first 54000 training images in a seeded random
+convert/train/train_test.go does: the first 54000 training images in a seeded random
 order, batches of 128 with the last partial batch kept (422 steps), zero_grad +
 forward + mean cross-entropy + backward + SGD step (lr 0.01, momentum 0.9,
 weight decay 5e-4), for the 784-4096-10 linear MLP without biases and for the
