@@ -50,6 +50,7 @@ func demoCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			lowerGC()
 			var rows []demoRow
 			for _, method := range strings.Split(c.String("methods"), ",") {
 				job := convert.Job{
@@ -64,7 +65,6 @@ func demoCommand() *cli.Command {
 				progress := newProgress(c.App.ErrWriter, c.Bool("quiet"))
 				progress.start(job.Method)
 				job.Progress = progress.step
-				lowerGC()
 				report, err := job.Run(c.Context)
 				progress.done()
 				if err != nil {
