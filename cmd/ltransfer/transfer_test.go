@@ -3,8 +3,10 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -163,5 +165,27 @@ func TestTransferInitSeed(t *testing.T) {
 	}
 	if rep.Settings.InitSeed == nil || *rep.Settings.InitSeed != 9 || len(rep.Inputs) != 2 || rep.Files[0] != "init.onnx" {
 		t.Errorf("report: init_seed %v, inputs %v, files %v", rep.Settings.InitSeed, rep.Inputs, rep.Files)
+	}
+}
+
+// TestTransferInterrupted runs the transfer command with a context that a signal has ended, as
+// main's signal.NotifyContext ends it: the transfer stops before its first step, and the
+// command exits with status 1, saying that it was interrupted, by what and where, and writes
+// no model.
+func TestTransferInterrupted(t *testing.T) {
+	e := newTransferEnv(t)
+	out := filepath.Join(e.dir, "out")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("interrupt signal received"))
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"ltransfer", "transfer", "--quiet", "--init", e.init, "--method", "naive", "--steps", "1",
+		"--bn-batches", "1", "--batch", "32", "--data", e.data, "--mean", "0.1307", "--std", "0.3081", "--limit", "64",
+		"--val-limit", "64", "--out", out, e.first, e.last}, &stdout, &stderr)
+	want := "ltransfer: interrupted (interrupt signal received): convert: stopped before step 0: context canceled\n"
+	if code != 1 || stderr.String() != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), want)
+	}
+	if models, _ := filepath.Glob(filepath.Join(out, "*.onnx")); len(models) > 0 {
+		t.Errorf("models written: %v", models)
 	}
 }
