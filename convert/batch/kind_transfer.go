@@ -26,7 +26,7 @@ type jobRecord struct {
 // batchJobFile is the name of the record of a transfer job in its output folder.
 const batchJobFile = "batch-job.json"
 
-// transferKind is a transfer job: Job.Run with the manifest's settings.
+// transferKind is a transfer job: convert.Job.Run with the manifest's settings.
 type transferKind struct{}
 
 // defaults are the transfer command's.

@@ -169,7 +169,7 @@ func (t *Trainer) Params() params.Set { return t.params.Clone() }
 // disappear (new fields keep it).
 const Schema = 1
 
-// Options configure Train. Their JSON form is the settings record of train.json.
+// Options configure Run. Their JSON form is the settings record of train.json.
 type Options struct {
 	// Epochs is the number of passes over the training data.
 	Epochs int `json:"epochs"`
@@ -205,7 +205,7 @@ type Options struct {
 }
 
 // Check returns an error naming the first invalid setting; the data sources are checked by
-// Train.
+// Run.
 func (o Options) Check() error {
 	switch {
 	case o.Epochs < 1:
@@ -292,7 +292,7 @@ type Report struct {
 	Seconds float64  `json:"seconds"`
 }
 
-// Train trains model m from the parameters init (nil: the model's own) with SGD, as opt says,
+// Run trains model m from the parameters init (nil: the model's own) with SGD, as opt says,
 // writing the trajectory into opt.Out: ckpt_000.onnx is the initialization, then one checkpoint
 // per epoch (or every opt.EverySteps steps), named so that their natural order is the training
 // order, and train.json, rewritten after every evaluation. The folder is a trajectory that
