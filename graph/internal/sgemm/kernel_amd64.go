@@ -2,22 +2,25 @@ package sgemm
 
 import "golang.org/x/sys/cpu"
 
-// The assembly micro-kernels, in kernel_amd64.s, on pointers that the wrappers check.
+//go:generate go run gen_kernels.go
+
+// The assembly micro-kernels, in kernel_amd64.s (written by gen_kernels.go), on pointers that
+// the wrappers check.
 //
 //go:noescape
-func kernel6x16AVX2(k int, a, b, c *float32, ldc int)
+func kernel6x16AVX2(k int, a, b, c *float32, ldc int, fresh bool)
 
 //go:noescape
-func kernel12x32AVX512(k int, a, b, c *float32, ldc int)
+func kernel12x32AVX512(k int, a, b, c *float32, ldc int, fresh bool)
 
-func runAVX2(k int, a, b, c []float32, ldc int) {
+func runAVX2(k int, a, b, c []float32, ldc int, fresh bool) {
 	_, _, _ = a[6*k-1], b[16*k-1], c[5*ldc+15]
-	kernel6x16AVX2(k, &a[0], &b[0], &c[0], ldc)
+	kernel6x16AVX2(k, &a[0], &b[0], &c[0], ldc, fresh)
 }
 
-func runAVX512(k int, a, b, c []float32, ldc int) {
+func runAVX512(k int, a, b, c []float32, ldc int, fresh bool) {
 	_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
-	kernel12x32AVX512(k, &a[0], &b[0], &c[0], ldc)
+	kernel12x32AVX512(k, &a[0], &b[0], &c[0], ldc, fresh)
 }
 
 // asmKernels are the assembly micro-kernels the processor (and its operating system, which
