@@ -2,14 +2,29 @@
 
 package graph
 
-// BLAS names the BLAS implementation the build uses: gonum's pure Go one (build with
-// -tags openblas for OpenBLAS).
+import (
+	"gonum.org/v1/gonum/blas/blas32"
+	G "gorgonia.org/gorgonia"
+
+	"github.com/ltransfer/ltransfer/graph/internal/sgemm"
+)
+
+// The default build routes gonum's single-precision products (this package's kernels and
+// align's score products) and Gorgonia's through the packed, register-blocked Sgemm of
+// graph/internal/sgemm: pure Go and Go assembly, static, many times gonum's speed.
+func init() {
+	blas32.Use(sgemm.Implementation{})
+	G.Use(sgemm.Implementation{})
+}
+
+// BLAS names the BLAS implementation the build uses: gonum's pure Go one, its Sgemm that of
+// graph/internal/sgemm (build with -tags openblas for OpenBLAS).
 const BLAS = "gonum"
 
-// serialBLAS makes the BLAS single-threaded until the function it returns is called; gonum's
-// BLAS needs nothing (graph's gemm keeps its products on the calling goroutine).
+// serialBLAS makes the BLAS single-threaded until the function it returns is called; the
+// pure Go BLAS needs nothing (its products run on the calling goroutine).
 func serialBLAS() func() { return func() {} }
 
 // chunkRows is the number of patch rows below which a convolution's products stack several
-// examples: none with gonum's BLAS, whose products run slower on the larger matrices.
-const chunkRows = 0
+// examples, so that each product is large enough to run at the kernel's speed.
+const chunkRows = 256

@@ -7,7 +7,6 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/gonum"
 	"gorgonia.org/tensor"
 )
 
@@ -63,7 +62,7 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 //	dX[n, g] = row2im(dY[n, g]^T W_g)   (row2im adds every patch entry back where it was read)
 //
 // through gonum's BLAS (OpenBLAS in the openblas build), without transposing anything. When an
-// example's output plane is small (P below chunkRows, in the openblas build), the products take the patch matrices of
+// example's output plane is small (P below chunkRows), the products take the patch matrices of
 // several consecutive examples at once, stacked (with dY[n, g] of those examples side by side),
 // so that each product is large enough to run at the BLAS's speed.
 //
@@ -372,60 +371,8 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 	return nil
 }
 
-// gemm sets C = op(A) op(B) + beta C through impl, tuned for gonum's pure Go Sgemm, whose
-// products are loops of vector updates (C[i, :] += A[i, l] B[l, :] for A and B not transposed)
-// or dot products:
-//   - It cuts a C of 4 or more 64 x 64 blocks into such blocks on goroutines, with loops at most
-//     64 long; C is issued instead in panels of rows or columns small enough (192 or 64 wide)
-//     that each runs as one loop over full rows, which is faster here (the convolution already
-//     runs a worker per processor).
-//   - Its vector updates are slow on rows shorter than 16: a product C += A B with such rows (the
-//     weight gradient of a convolution with few input channels) runs as plain loops in the same
-//     order, 2x faster.
-//
-// Every entry of C is still computed by one call, and sums of vector updates (A not transposed
-// and B not transposed, or A transposed) keep their order: a weight gradient is summed in the
-// order conv2D documents. Other implementations (OpenBLAS) get the whole product.
+// gemm sets C = op(A) op(B) + beta C through impl.
 func gemm(impl blas.Float32Level3, tA, tB blas.Transpose, m, n, k int, a []float32, lda int, b []float32, ldb int,
 	beta float32, c []float32, ldc int) {
-	rowBlocks, colBlocks := (m+63)/64, (n+63)/64
-	if _, ok := impl.(gonum.Implementation); ok {
-		switch {
-		case n < 16 && tA == blas.NoTrans && tB == blas.NoTrans && beta == 1:
-			for i := 0; i < m; i++ {
-				ci := c[i*ldc:][:n]
-				for l, v := range a[i*lda:][:k] {
-					if v == 0 { // as gonum
-						continue
-					}
-					for j, bv := range b[l*ldb:][:len(ci)] {
-						ci[j] += v * bv
-					}
-				}
-			}
-			return
-		case rowBlocks*colBlocks < 4:
-		case colBlocks <= 3: // panels of rows
-			h := 64 * (3 / colBlocks)
-			for i := 0; i < m; i += h {
-				ai := a[i:] // the rows of op(A) = A^T are columns of A
-				if tA == blas.NoTrans {
-					ai = a[i*lda:]
-				}
-				impl.Sgemm(tA, tB, min(h, m-i), n, k, 1, ai, lda, b, ldb, beta, c[i*ldc:], ldc)
-			}
-			return
-		case rowBlocks <= 3: // panels of columns
-			wd := 64 * (3 / rowBlocks)
-			for j := 0; j < n; j += wd {
-				bj := b[j:]
-				if tB == blas.Trans { // the columns of op(B) = B^T are rows of B
-					bj = b[j*ldb:]
-				}
-				impl.Sgemm(tA, tB, m, min(wd, n-j), k, 1, a, lda, bj, ldb, beta, c[j:], ldc)
-			}
-			return
-		}
-	}
 	impl.Sgemm(tA, tB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 }
