@@ -228,6 +228,18 @@ func floatsOf(t *onnxpb.TensorProto) []float32 {
 	return out
 }
 
+// doublesOf decodes the float64 elements of a checked DOUBLE tensor.
+func doublesOf(t *onnxpb.TensorProto) []float64 {
+	if t.RawData == nil {
+		return append([]float64(nil), t.DoubleData...)
+	}
+	out := make([]float64, len(t.RawData)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(t.RawData[8*i:]))
+	}
+	return out
+}
+
 // floatsInPlace returns the float32 elements of a checked FLOAT tensor, reading its raw bytes in
 // place when the machine is little-endian and the bytes are 4-byte aligned (the caller then
 // releases RawData, so the values are held once), and decoding a copy otherwise.

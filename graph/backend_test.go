@@ -1,0 +1,107 @@
+package graph
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	onnx "github.com/owulveryck/onnx-go"
+	"gorgonia.org/tensor"
+
+	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
+)
+
+// TestFeedMatchesOnnxGo checks the backend that feed builds from our one decode against the
+// backend onnx-go's own decoder builds from the file's bytes: the same operators in order, the
+// same attributes and the same non-float32 initializer values, for every PyTorch export in the
+// repository's testdata that onnx-go can decode (it cannot decode BOOL raw data or empty
+// tensors, which feed handles).
+func TestFeedMatchesOnnxGo(t *testing.T) {
+	files, err := filepath.Glob(testdataPath("*", "*.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deeper, _ := filepath.Glob(testdataPath("*", "*", "*.onnx"))
+	compared := 0
+	for _, path := range append(files, deeper...) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := newBackend()
+		if err := decodeByOnnxGo(ref, data); err != nil {
+			t.Logf("%s: onnx-go cannot decode it: %v", path, err)
+			continue
+		}
+		pb, _, err := decodeProto(data, filepath.Dir(path))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		got := newBackend()
+		if err := feed(got, pb.Graph); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(got.ops) != len(ref.ops) {
+			t.Fatalf("%s: %d operators, onnx-go has %d", path, len(got.ops), len(ref.ops))
+		}
+		for i := range ref.ops {
+			g, r := got.ops[i], ref.ops[i]
+			if g.opType != r.opType || len(g.attrs) != len(r.attrs) {
+				t.Fatalf("%s: operator %d is %s %v, onnx-go has %s %v", path, i, g.opType, g.attrs, r.opType, r.attrs)
+			}
+			for k, rv := range r.attrs {
+				if !sameAttr(t, g.attrs[k], rv) {
+					t.Errorf("%s: operator %d (%s) attribute %s is %v, onnx-go has %v", path, i, r.opType, k, g.attrs[k], rv)
+				}
+			}
+		}
+		have := got.tensors()
+		for _, init := range pb.Graph.Initializer {
+			if onnxpb.TensorProto_DataType(init.GetDataType()) == onnxpb.TensorProto_FLOAT {
+				continue
+			}
+			if rt, ok := ref.tensors()[init.GetName()]; ok && !sameAttr(t, have[init.GetName()], rt) {
+				t.Errorf("%s: initializer %q is %v, onnx-go has %v", path, init.GetName(), have[init.GetName()], rt)
+			}
+		}
+		compared++
+	}
+	if compared < 20 {
+		t.Fatalf("only %d files compared with onnx-go's decoder", compared)
+	}
+	t.Logf("%d files decoded alike", compared)
+}
+
+// decodeByOnnxGo runs onnx-go's decoder, which panics on some malformed tensors.
+func decodeByOnnxGo(b *backend, data []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("onnx-go panicked: %v", r)
+		}
+	}()
+	return onnx.NewModel(b).UnmarshalBinary(data)
+}
+
+// sameAttr compares attribute values, tensors by shape and values (onnx-go keeps INT32 tensors
+// as int32, feed widens every integer type to int64).
+func sameAttr(t *testing.T, got, want any) bool {
+	wt, ok := want.(tensor.Tensor)
+	if !ok {
+		return reflect.DeepEqual(got, want)
+	}
+	gt, ok := got.(tensor.Tensor)
+	if !ok {
+		return false
+	}
+	gk, err := konstFromTensor(gt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk, err := konstFromTensor(wt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reflect.DeepEqual(gk, wk)
+}
