@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -84,11 +86,16 @@ type ParamInfo struct {
 // Load reads an ONNX model file. Initializers stored as external data are read from the model's
 // folder.
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	m, err := Decode(data, filepath.Dir(path))
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	m, err := decode(bufio.NewReaderSize(f, 1<<20), st.Size(), filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("graph: %s: %w", path, errors.Unwrap(err))
 	}
@@ -97,8 +104,13 @@ func Load(path string) (*Model, error) {
 }
 
 // Decode decodes an ONNX model from memory; dir is where external data files are looked up.
-func Decode(data []byte, dir string) (m *Model, err error) {
-	pb, external, err := decodeProto(data, dir)
+func Decode(data []byte, dir string) (*Model, error) {
+	return decode(bufio.NewReader(bytes.NewReader(data)), int64(len(data)), dir)
+}
+
+// decode decodes an ONNX model of size bytes read from r, parsing it once (see readModel).
+func decode(r *bufio.Reader, size int64, dir string) (m *Model, err error) {
+	pb, external, err := decodeProto(r, size, dir)
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
