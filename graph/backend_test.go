@@ -1,16 +1,12 @@
 package graph
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
 	onnx "github.com/owulveryck/onnx-go"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"gorgonia.org/tensor"
 
@@ -23,13 +19,8 @@ import (
 // repository's testdata that onnx-go can decode (it cannot decode BOOL raw data or empty
 // tensors, which feed handles).
 func TestFeedMatchesOnnxGo(t *testing.T) {
-	files, err := filepath.Glob(testdataPath("*", "*.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deeper, _ := filepath.Glob(testdataPath("*", "*", "*.onnx"))
 	compared := 0
-	for _, path := range append(files, deeper...) {
+	for _, path := range testdataModels(t) {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -108,70 +99,4 @@ func sameAttr(t *testing.T, got, want any) bool {
 		t.Fatal(err)
 	}
 	return reflect.DeepEqual(gk, wk)
-}
-
-// TestReadModelMatchesUnmarshal checks the streaming parser against the protobuf library's on
-// every ONNX file of the repository's testdata, and on messages whose fields repeat and come in
-// any order, as protobuf allows: a graph given in two parts, a tensor with two raw_data fields.
-func TestReadModelMatchesUnmarshal(t *testing.T) {
-	files, err := filepath.Glob(testdataPath("*", "*.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deeper, _ := filepath.Glob(testdataPath("*", "*", "*.onnx"))
-	var inputs [][]byte
-	for _, path := range append(files, deeper...) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs = append(inputs, data)
-	}
-	if len(inputs) < 20 {
-		t.Fatalf("only %d ONNX files in testdata", len(inputs))
-	}
-	part := func(g *onnxpb.GraphProto) []byte {
-		b, err := proto.Marshal(&onnxpb.ModelProto{Graph: g})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	raw := func(v byte) *onnxpb.TensorProto {
-		return &onnxpb.TensorProto{Name: proto.String("w"), Dims: []int64{2}, DataType: proto.Int32(1), RawData: []byte{v, v, v, v, v, v, v, v}}
-	}
-	first := part(&onnxpb.GraphProto{Name: proto.String("a"), Initializer: []*onnxpb.TensorProto{raw(1)}, Node: []*onnxpb.NodeProto{{OpType: proto.String("Relu")}}})
-	second := part(&onnxpb.GraphProto{Name: proto.String("b"), Initializer: []*onnxpb.TensorProto{raw(2), raw(3)}})
-	tensor, err := proto.Marshal(raw(4))
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := proto.Marshal(&onnxpb.TensorProto{RawData: []byte{5, 5, 5, 5}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One initializer encoded as two tensors' fields one after the other: the last raw_data wins.
-	init := protowire.AppendBytes(protowire.AppendTag(nil, fieldGraphInitializer, protowire.BytesType), append(tensor, again...))
-	merged := protowire.AppendBytes(protowire.AppendTag(nil, fieldModelGraph, protowire.BytesType), init)
-	inputs = append(inputs, append(append(first, second...), merged...))
-	for i, data := range inputs {
-		want := &onnxpb.ModelProto{}
-		if err := proto.Unmarshal(data, want); err != nil {
-			t.Fatal(err)
-		}
-		got, err := readModel(bufio.NewReader(bytes.NewReader(data)), int64(len(data)))
-		if err != nil {
-			t.Fatalf("input %d: %v", i, err)
-		}
-		if !proto.Equal(got, want) {
-			t.Fatalf("input %d: readModel gives\n%v\nproto.Unmarshal gives\n%v", i, got, want)
-		}
-	}
-	// Truncated messages are refused as the protobuf library refuses them.
-	for cut := 1; cut < len(first); cut++ {
-		_, err := readModel(bufio.NewReader(bytes.NewReader(first[:cut])), int64(cut))
-		if want := proto.Unmarshal(first[:cut], &onnxpb.ModelProto{}); (err == nil) != (want == nil) {
-			t.Fatalf("a model cut at %d bytes: readModel says %v, proto.Unmarshal %v", cut, err, want)
-		}
-	}
 }

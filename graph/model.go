@@ -95,7 +95,7 @@ func Load(path string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	m, err := decode(bufio.NewReaderSize(f, 1<<20), st.Size(), filepath.Dir(path))
+	m, err := decode(bufio.NewReaderSize(f, 64<<10), st.Size(), filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("graph: %s: %w", path, errors.Unwrap(err))
 	}

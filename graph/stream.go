@@ -159,3 +159,106 @@ func scan(r *bufio.Reader, n int64, rest []byte, take map[protowire.Number]func(
 	}
 	return rest, nil
 }
+
+// encodeTo writes pb to w byte for byte as marshal encodes it, without holding the encoding
+// in memory: the raw bytes of every initializer are written from the tensor's own buffer (which
+// views the parameters, see withParams), and only the rest of the message is encoded. Saving a
+// model then needs no memory in proportion to its parameters.
+func encodeTo(w io.Writer, pb *onnxpb.ModelProto) error {
+	g := pb.Graph
+	pb.Graph = nil
+	head, err := marshalMessage(pb)
+	pb.Graph = g
+	if err != nil || g == nil {
+		if err == nil {
+			_, err = w.Write(head)
+		}
+		return err
+	}
+	inits := g.Initializer
+	g.Initializer = nil
+	body, err := marshalMessage(g)
+	g.Initializer = inits
+	if err != nil {
+		return err
+	}
+	tensors := make([][]byte, len(inits))
+	graphLen := len(body)
+	for i, t := range inits {
+		raw := t.RawData
+		t.RawData = nil
+		tensors[i], err = marshalMessage(t)
+		t.RawData = raw
+		if err != nil {
+			return err
+		}
+		graphLen += protowire.SizeTag(fieldGraphInitializer) + protowire.SizeBytes(tensorLen(tensors[i], raw))
+	}
+	var buf []byte
+	put := func(b []byte) error {
+		_, err := w.Write(b)
+		return err
+	}
+	headLo, headHi := splitFields(pb, head, fieldModelGraph)
+	bodyLo, bodyHi := splitFields(g, body, fieldGraphInitializer)
+	buf = protowire.AppendVarint(protowire.AppendTag(append(buf, headLo...), fieldModelGraph, protowire.BytesType), uint64(graphLen))
+	buf = append(buf, bodyLo...)
+	for i, t := range inits {
+		lo, hi := splitFields(t, tensors[i], fieldTensorRawData)
+		buf = protowire.AppendTag(buf, fieldGraphInitializer, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(tensorLen(tensors[i], t.RawData)))
+		buf = append(buf, lo...)
+		if t.RawData != nil {
+			buf = protowire.AppendVarint(protowire.AppendTag(buf, fieldTensorRawData, protowire.BytesType), uint64(len(t.RawData)))
+			if err := put(buf); err != nil {
+				return err
+			}
+			if err := put(t.RawData); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		buf = append(buf, hi...)
+	}
+	buf = append(append(buf, bodyHi...), headHi...)
+	return put(buf)
+}
+
+// tensorLen is the encoded size of a tensor whose other fields encode as rest.
+func tensorLen(rest, raw []byte) int {
+	if raw == nil {
+		return len(rest)
+	}
+	return len(rest) + protowire.SizeTag(fieldTensorRawData) + protowire.SizeBytes(len(raw))
+}
+
+// marshalMessage encodes m as marshal does.
+func marshalMessage(m proto.Message) ([]byte, error) {
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("graph: encoding: %w", err)
+	}
+	return data, nil
+}
+
+// splitFields splits the encoding of m, as the protobuf library writes it (known fields in
+// number order, then unknown ones), where a field numbered num would go: before the first field
+// with a higher number or unknown to m's type.
+func splitFields(m proto.Message, b []byte, num protowire.Number) (lo, hi []byte) {
+	fields := m.ProtoReflect().Descriptor().Fields()
+	for i := 0; i < len(b); {
+		n, typ, k := protowire.ConsumeTag(b[i:])
+		if k < 0 {
+			break // the library's own encoding: cannot happen
+		}
+		if n > num || fields.ByNumber(n) == nil {
+			return b[:i], b[i:]
+		}
+		v := protowire.ConsumeFieldValue(n, typ, b[i+k:])
+		if v < 0 {
+			break
+		}
+		i += k + v
+	}
+	return b, nil
+}
