@@ -475,7 +475,7 @@ func (e *experiment) transfer(method string) (align.Params, MethodSummary, error
 	var bestAcc float64
 	res, err := Transfer(e.src, e.init, opt, func(r StepReport, p align.Params) error {
 		if best == nil || r.Accuracy > bestAcc { // as Result.Best: the first of the best
-			best, bestAcc = p, r.Accuracy
+			best, bestAcc = clone(p), r.Accuracy // p is the transfer's working copy
 		}
 		e.rep.Rows = append(e.rep.Rows, ExperimentRow{Scenario: e.opt.Scenario, Method: method, Phase: PhaseTransfer,
 			Step: r.Step, Epoch: r.Position * float64(e.srcEpochs), ValAccuracy: r.Accuracy,

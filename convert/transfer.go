@@ -119,7 +119,9 @@ type transfer struct {
 // theta2_k = theta2_0 + pi_k(theta1_k - theta1_0) at every interpolation point k, with pi_k chosen
 // by the method. After each step the BatchNorm statistics are recomputed on training batches and
 // the point is evaluated on the validation set; emit receives every step's report and
-// parameters (a copy of its own).
+// parameters. These are the transfer's working tensors, not a copy: they may be read until emit
+// returns, and emit copies what it keeps (a 100M-parameter model would otherwise hold one more
+// copy of itself per step kept).
 //
 // GMT and FGMT match, for a point j, the gradient at the transferred point
 // theta2_0 + pi(theta1_j - theta1_0) (the target) with the gradient at the source point theta1_j
@@ -205,7 +207,7 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 			res.Best = k
 		}
 		if emit != nil {
-			if err := emit(rep, clone(params)); err != nil {
+			if err := emit(rep, params); err != nil {
 				return nil, err
 			}
 		}
@@ -447,8 +449,8 @@ func (t *transfer) addPairs(m *align.Matcher, js []int, pi align.Perm) error {
 	return nil
 }
 
-// finish builds the parameters of step k, recomputes their BatchNorm statistics and evaluates
-// them.
+// finish builds the parameters of step k in the runner's session, recomputes their BatchNorm
+// statistics there and evaluates them; it returns the session's parameters.
 func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, align.Params, error) {
 	params, err := t.setTransferred(k, pi)
 	if err != nil {
@@ -463,10 +465,10 @@ func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, a
 		if err != nil {
 			return StepReport{}, nil, err
 		}
-		if params, err = t.r.normStats(nil, t.opt.Train, norm); err != nil {
+		if err := t.r.normStats(t.opt.Train, norm); err != nil {
 			return StepReport{}, nil, err
 		}
-		if score, err = t.r.evaluate(params, t.opt.Val, nil); err != nil {
+		if score, err = t.r.evaluate(nil, t.opt.Val, nil); err != nil {
 			return StepReport{}, nil, err
 		}
 	case k > 0:
