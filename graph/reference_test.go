@@ -140,6 +140,15 @@ func TestMatchesPyTorch(t *testing.T) {
 			if len(op.LowRank) != len(fx.lowRank) {
 				t.Errorf("factored %d weights, want %v", len(op.LowRank), fx.lowRank)
 			}
+			// Nor is the dense gradient of a factored weight computed: the factored program has
+			// no buffer that could hold it.
+			for name := range op.LowRank {
+				for _, size := range s.factored.vm.sizes {
+					if size >= len(m.Params[name].Data) {
+						t.Errorf("the factored program has a buffer of %d values, as large as %q", size, name)
+					}
+				}
+			}
 		})
 	}
 }
