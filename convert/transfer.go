@@ -109,8 +109,11 @@ type transfer struct {
 	// gradients of a pair at once were slower on 2 cores, and held a second copy of the model).
 	// The source and transferred points are written straight into its session's parameters.
 	r *runner
-	// delta is the parameter-sized buffer of theta1_j - theta1_0, allocated once.
-	delta align.Params
+	// specs restricts spec to each parameter, and scratch (the size of the largest parameter)
+	// receives theta1_j - theta1_0 one parameter at a time before it is permuted: the transfer
+	// holds no parameter-sized buffer of differences.
+	specs   map[string]align.Spec
+	scratch []float32
 	// srcGrads caches the source gradient of every point (GMT uses each at every later step).
 	srcGrads map[int]align.Operand
 }
@@ -159,7 +162,11 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if t.r, err = newRunner(init, min(opt.Batch, opt.Train.Len())); err != nil {
 		return nil, err
 	}
-	t.delta = zeros(init.Params)
+	t.specs = map[string]align.Spec{}
+	for name, p := range init.Params {
+		t.specs[name] = restrict(spec, []string{name})
+		t.scratch = make([]float32, max(len(t.scratch), len(p.Data)))
+	}
 	t.match = restrict(spec, t.trainable)
 	for seg := range len(src.Checkpoints) - 1 {
 		for k, c := range coefs {
@@ -363,34 +370,37 @@ func (t *transfer) oracle() (stepFunc, error) {
 
 // sourceInto writes theta1 at point j into dst, as combine(a, c, b, a) computes it.
 func (t *transfer) sourceInto(dst align.Params, j int) {
-	p := t.points[j]
-	a, b := t.theta1[p.segment], t.theta1[p.segment+1]
 	for name, d := range dst {
-		ta, tb := a[name].Data, b[name].Data
-		for i := range d.Data {
-			d.Data[i] = float32(float64(ta[i]) + p.coef*(float64(tb[i])-float64(ta[i])))
-		}
+		t.sourceOf(d.Data, name, j)
+	}
+}
+
+// sourceOf writes parameter name of theta1 at point j into dst.
+func (t *transfer) sourceOf(dst []float32, name string, j int) {
+	p := t.points[j]
+	ta, tb := t.theta1[p.segment][name].Data, t.theta1[p.segment+1][name].Data
+	for i := range dst {
+		dst[i] = float32(float64(ta[i]) + p.coef*(float64(tb[i])-float64(ta[i])))
 	}
 }
 
 // setTransferred sets the runner's parameters to theta2_0 + pi(theta1_j - theta1_0) over every
 // float parameter and returns them (the session's own tensors), with the roundings of combine,
 // diff and Perm.Apply: the source point and its difference from theta1_0 are rounded to float32,
-// as is the sum.
+// as is the sum. It works one parameter at a time, through scratch.
 func (t *transfer) setTransferred(j int, pi align.Perm) (align.Params, error) {
-	t.sourceInto(t.delta, j)
-	for name, d := range t.delta {
-		t0 := t.theta1[0][name].Data
-		for i, v := range d.Data {
-			d.Data[i] = float32(float64(v) - float64(t0[i]))
-		}
-	}
 	var out align.Params
 	err := t.r.update(func(p align.Params) error {
-		if err := pi.ApplyInto(t.spec, p, t.delta); err != nil {
-			return err
-		}
 		for name, d := range p {
+			diff := t.scratch[:len(d.Data)]
+			t.sourceOf(diff, name, j)
+			for i, z := range t.theta1[0][name].Data {
+				diff[i] = float32(float64(diff[i]) - float64(z))
+			}
+			src := align.Params{name: {Shape: d.Shape, Data: diff}}
+			if err := pi.ApplyInto(t.specs[name], align.Params{name: d}, src); err != nil {
+				return err
+			}
 			base := t.init[name].Data
 			for i, v := range d.Data {
 				d.Data[i] = float32(float64(base[i]) + float64(v))
