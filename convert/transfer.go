@@ -151,22 +151,30 @@ func Transfer(src *Trajectory, init *graph.Model, opt Options, emit func(StepRep
 	if err != nil {
 		return nil, err
 	}
-	// A group whose permutation changes the model's outputs would be silently wrong: drop it.
-	spec, dropped, err := graph.VerifySymmetries(init, spec, opt.Seed)
-	if err != nil {
-		return nil, err
-	}
-	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(), spec: spec,
+	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(),
 		norm: init.OpCounts()["BatchNormalization"] > 0, srcGrads: map[int]align.Operand{}}
 	// Gradient batches hold Batch examples, or the whole training set when it is smaller.
 	if t.r, err = newRunner(init, min(opt.Batch, opt.Train.Len())); err != nil {
 		return nil, err
 	}
+	// A group whose permutation changes the model's outputs would be silently wrong: drop it.
+	// The check runs in the runner's session, which holds the model once for the whole transfer.
+	s, err := t.r.session(t.r.batch, nil)
+	if err != nil {
+		return nil, err
+	}
+	spec, dropped, err := s.VerifySymmetries(spec, opt.Seed)
+	if err != nil {
+		return nil, err
+	}
+	t.spec = spec
 	t.specs = map[string]align.Spec{}
+	largest := 0
 	for name, p := range init.Params {
 		t.specs[name] = restrict(spec, []string{name})
-		t.scratch = make([]float32, max(len(t.scratch), len(p.Data)))
+		largest = max(largest, len(p.Data))
 	}
+	t.scratch = make([]float32, largest)
 	t.match = restrict(spec, t.trainable)
 	for seg := range len(src.Checkpoints) - 1 {
 		for k, c := range coefs {
