@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"testing"
 
 	onnx "github.com/owulveryck/onnx-go"
@@ -99,4 +100,38 @@ func sameAttr(t *testing.T, got, want any) bool {
 		t.Fatal(err)
 	}
 	return reflect.DeepEqual(gk, wk)
+}
+
+// TestTensorsOfEveryShape decodes integer tensors as initializers and Constant values carry
+// them, empty ones included (which crashed the engine): the values, in row-major order, and the
+// shape, a scalar having none.
+func TestTensorsOfEveryShape(t *testing.T) {
+	for _, dims := range [][]int64{{0}, {0, 3}, {}, {1}, {2, 3}} {
+		n, err := elementCount(dims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp := &onnxpb.TensorProto{Dims: dims, DataType: proto.Int32(int32(onnxpb.TensorProto_INT64))}
+		for i := range n {
+			tp.Int64Data = append(tp.Int64Data, 7*i-3)
+		}
+		if err := checkTensor(tp); err != nil {
+			t.Fatal(err)
+		}
+		dt, err := tensorOf(tp)
+		if err != nil {
+			t.Fatalf("dims %v: %v", dims, err)
+		}
+		k, err := konstFromTensor(dt)
+		if err != nil {
+			t.Fatalf("dims %v: %v", dims, err)
+		}
+		wantShape := make([]int, len(dims))
+		for i, d := range dims {
+			wantShape[i] = int(d)
+		}
+		if !slices.Equal(k.shape, wantShape) || !slices.Equal(k.ints, tp.Int64Data) && len(tp.Int64Data)+len(k.ints) > 0 || len(k.floats) > 0 {
+			t.Errorf("dims %v: decoded shape %v ints %v floats %v, want shape %v ints %v", dims, k.shape, k.ints, k.floats, wantShape, tp.Int64Data)
+		}
+	}
 }
