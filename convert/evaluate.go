@@ -132,16 +132,16 @@ func (r *runner) grad(p params.Set, data dataset.Source, batches [][]int) (float
 	return loss, total, nil
 }
 
-// normStats returns p (nil: the parameters last written by update) with the BatchNorm running
-// statistics recomputed over the given batches.
-func (r *runner) normStats(p params.Set, data dataset.Source, batches [][]int) (params.Set, error) {
-	s, err := r.session(r.batch, p)
+// normStats recomputes the BatchNorm running statistics of the parameters last written by
+// update over the given batches, in place (graph.Session.UpdateNormStats).
+func (r *runner) normStats(data dataset.Source, batches [][]int) error {
+	s, err := r.session(r.batch, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	i := 0
 	var loadErr error
-	out, err := s.NormStats(func() ([]float32, bool) {
+	err = s.UpdateNormStats(func() ([]float32, bool) {
 		for i < len(batches) && len(batches[i]) != r.batch {
 			i++ // statistics use full batches only
 		}
@@ -157,9 +157,9 @@ func (r *runner) normStats(p params.Set, data dataset.Source, batches [][]int) (
 		return x, true
 	})
 	if loadErr != nil {
-		return nil, loadErr
+		return loadErr
 	}
-	return out, err
+	return err
 }
 
 // Score is a model's accuracy and mean cross-entropy on a data set.

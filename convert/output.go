@@ -104,17 +104,20 @@ func HashFile(path string) (string, error) {
 
 // Writer saves a transfer's steps as ONNX files in a folder: step_000.onnx .. step_K.onnx when
 // steps are kept, and best.onnx and final.onnx at the end. Every file is written to a temporary
-// name and renamed.
+// name and renamed. Each step is written when it is given, and the Writer holds no parameters:
+// when steps are not kept, the best step and the latest one so far wait in hidden files
+// (.step_NNN.onnx.tmp-keep, which a batch removes with its other temporary files) until Finish
+// renames them.
 type Writer struct {
-	Dir        string
-	Model      *graph.Model
-	SaveSteps  bool
-	SaveBest   bool
-	SaveFinal  bool
-	Files      []string
-	best, last params.Set
+	Dir       string
+	Model     *graph.Model
+	SaveSteps bool
+	SaveBest  bool
+	SaveFinal bool
+	Files     []string
+	// best and last name the files holding the best step and the latest one so far.
+	best, last string
 	bestAcc    float64
-	bestStep   int
 }
 
 // PrepareDir creates the output folder, refusing a path that is a file and a folder that is one
@@ -150,34 +153,89 @@ func PrepareDir(dir string, inputs ...string) error {
 	return os.Remove(probe.Name())
 }
 
-// Step records one step's parameters and writes its file when steps are kept.
+// Step writes one step's parameters: its step file when steps are kept, else a hidden file when
+// best.onnx or final.onnx may need it. p is only read during the call.
 func (w *Writer) Step(step int, acc float64, p params.Set) error {
-	if w.best == nil || acc > w.bestAcc {
-		w.best, w.bestAcc, w.bestStep = p, acc, step
-	}
-	w.last = p
-	if !w.SaveSteps {
+	improves := w.best == "" || acc > w.bestAcc
+	var name string
+	switch {
+	case w.SaveSteps:
+		name = fmt.Sprintf("step_%03d.onnx", step)
+	case w.SaveFinal || (w.SaveBest && improves):
+		name = fmt.Sprintf(".step_%03d.onnx.tmp-keep", step)
+	default:
 		return nil
 	}
-	return w.save(fmt.Sprintf("step_%03d.onnx", step), p)
-}
-
-// Finish writes best.onnx and final.onnx.
-func (w *Writer) Finish() error {
-	if w.SaveBest && w.best != nil {
-		if err := w.save("best.onnx", w.best); err != nil {
-			return err
-		}
+	if err := w.Model.Save(filepath.Join(w.Dir, name), p); err != nil {
+		return err
 	}
-	if w.SaveFinal && w.last != nil {
-		return w.save("final.onnx", w.last)
+	if w.SaveSteps {
+		w.Files = append(w.Files, name)
+	}
+	held := w.held()
+	if improves {
+		w.best, w.bestAcc = name, acc
+	}
+	w.last = name
+	for _, old := range held {
+		if !slices.Contains(w.held(), old) {
+			if err := os.Remove(filepath.Join(w.Dir, old)); err != nil {
+				return fmt.Errorf("convert: %w", err)
+			}
+		}
 	}
 	return nil
 }
 
-func (w *Writer) save(name string, p params.Set) error {
-	if err := w.Model.Save(filepath.Join(w.Dir, name), p); err != nil {
-		return err
+// held returns the hidden files that best.onnx and final.onnx need now.
+func (w *Writer) held() []string {
+	var out []string
+	if w.SaveSteps {
+		return nil
+	}
+	if w.SaveBest && w.best != "" {
+		out = append(out, w.best)
+	}
+	if w.SaveFinal && w.last != "" && !slices.Contains(out, w.last) {
+		out = append(out, w.last)
+	}
+	return out
+}
+
+// Finish writes best.onnx and final.onnx from the files of the best and the last step: a hidden
+// file is renamed, a step file (or a hidden file that both need) copied.
+func (w *Writer) Finish() error {
+	if w.SaveBest && w.best != "" {
+		if err := w.place(w.best, "best.onnx", w.SaveSteps || (w.SaveFinal && w.best == w.last)); err != nil {
+			return err
+		}
+	}
+	if w.SaveFinal && w.last != "" {
+		return w.place(w.last, "final.onnx", w.SaveSteps)
+	}
+	return nil
+}
+
+// place makes the file name of the folder hold the step file src: a copy when src is kept,
+// src itself renamed otherwise.
+func (w *Writer) place(src, name string, keep bool) error {
+	from, to := filepath.Join(w.Dir, src), filepath.Join(w.Dir, name)
+	var err error
+	if keep {
+		err = graph.WriteAtomic(to, func(dst io.Writer) error {
+			f, err := os.Open(from)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(dst, f)
+			return err
+		})
+	} else {
+		err = os.Rename(from, to)
+	}
+	if err != nil {
+		return fmt.Errorf("convert: writing %s: %w", to, err)
 	}
 	w.Files = append(w.Files, name)
 	return nil

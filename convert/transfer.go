@@ -109,8 +109,11 @@ type transfer struct {
 	// gradients of a pair at once were slower on 2 cores, and held a second copy of the model).
 	// The source and transferred points are written straight into its session's parameters.
 	r *runner
-	// delta is the parameter-sized buffer of theta1_j - theta1_0, allocated once.
-	delta params.Set
+	// specs restricts spec to each parameter, and scratch (the size of the largest parameter)
+	// receives theta1_j - theta1_0 one parameter at a time before it is permuted: the transfer
+	// holds no parameter-sized buffer of differences.
+	specs   map[string]align.Spec
+	scratch []float32
 	// srcGrads caches the source gradient of every point (GMT uses each at every later step).
 	srcGrads map[int]align.Operand
 }
@@ -119,7 +122,9 @@ type transfer struct {
 // theta2_k = theta2_0 + pi_k(theta1_k - theta1_0) at every interpolation point k, with pi_k chosen
 // by the method. After each step the BatchNorm statistics are recomputed on training batches and
 // the point is evaluated on the validation set; emit receives every step's report and
-// parameters (a copy of its own).
+// parameters. These are the transfer's working tensors, not a copy: they may be read until emit
+// returns, and emit copies what it keeps (a 100M-parameter model would otherwise hold one more
+// copy of itself per step kept).
 //
 // GMT and FGMT match, for a point j, the gradient at the transferred point
 // theta2_0 + pi(theta1_j - theta1_0) (the target) with the gradient at the source point theta1_j
@@ -147,18 +152,30 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 	if err != nil {
 		return nil, err
 	}
-	// A group whose permutation changes the model's outputs would be silently wrong: drop it.
-	spec, dropped, err := graph.VerifySymmetries(init, spec, opt.Seed)
-	if err != nil {
-		return nil, err
-	}
-	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(), spec: spec,
+	t := &transfer{opt: opt, src: src, init: init.Params, trainable: init.Trainable(),
 		norm: init.OpCounts()["BatchNormalization"] > 0, srcGrads: map[int]align.Operand{}}
 	// Gradient batches hold Batch examples, or the whole training set when it is smaller.
 	if t.r, err = newRunner(init, min(opt.Batch, opt.Train.Len())); err != nil {
 		return nil, err
 	}
-	t.delta = init.Params.ZerosLike()
+	// A group whose permutation changes the model's outputs would be silently wrong: drop it.
+	// The check runs in the runner's session, which holds the model once for the whole transfer.
+	s, err := t.r.session(t.r.batch, nil)
+	if err != nil {
+		return nil, err
+	}
+	spec, dropped, err := s.VerifySymmetries(spec, opt.Seed)
+	if err != nil {
+		return nil, err
+	}
+	t.spec = spec
+	t.specs = map[string]align.Spec{}
+	largest := 0
+	for name, p := range init.Params {
+		t.specs[name] = restrict(spec, []string{name})
+		largest = max(largest, len(p.Data))
+	}
+	t.scratch = make([]float32, largest)
 	t.match = restrict(spec, t.trainable)
 	for seg := range len(src.Checkpoints) - 1 {
 		for k, c := range coefs {
@@ -209,7 +226,7 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 			res.Best = k
 		}
 		if emit != nil {
-			if err := emit(rep, ps.Clone()); err != nil {
+			if err := emit(rep, ps); err != nil {
 				return nil, err
 			}
 		}
@@ -326,34 +343,37 @@ func (t *transfer) oracle() (stepFunc, error) {
 
 // sourceInto writes theta1 at point j into dst, as combine(a, c, b, a) computes it.
 func (t *transfer) sourceInto(dst params.Set, j int) {
-	p := t.points[j]
-	a, b := t.theta1[p.segment], t.theta1[p.segment+1]
 	for name, d := range dst {
-		ta, tb := a[name].Data, b[name].Data
-		for i := range d.Data {
-			d.Data[i] = float32(float64(ta[i]) + p.coef*(float64(tb[i])-float64(ta[i])))
-		}
+		t.sourceOf(d.Data, name, j)
+	}
+}
+
+// sourceOf writes parameter name of theta1 at point j into dst.
+func (t *transfer) sourceOf(dst []float32, name string, j int) {
+	p := t.points[j]
+	ta, tb := t.theta1[p.segment][name].Data, t.theta1[p.segment+1][name].Data
+	for i := range dst {
+		dst[i] = float32(float64(ta[i]) + p.coef*(float64(tb[i])-float64(ta[i])))
 	}
 }
 
 // setTransferred sets the runner's parameters to theta2_0 + pi(theta1_j - theta1_0) over every
 // float parameter and returns them (the session's own tensors), with the roundings of combine,
 // diff and Perm.Apply: the source point and its difference from theta1_0 are rounded to float32,
-// as is the sum.
+// as is the sum. It works one parameter at a time, through scratch.
 func (t *transfer) setTransferred(j int, pi align.Perm) (params.Set, error) {
-	t.sourceInto(t.delta, j)
-	for name, d := range t.delta {
-		t0 := t.theta1[0][name].Data
-		for i, v := range d.Data {
-			d.Data[i] = float32(float64(v) - float64(t0[i]))
-		}
-	}
 	var out params.Set
 	err := t.r.update(func(p params.Set) error {
-		if err := pi.ApplyInto(t.spec, p, t.delta); err != nil {
-			return err
-		}
 		for name, d := range p {
+			diff := t.scratch[:len(d.Data)]
+			t.sourceOf(diff, name, j)
+			for i, z := range t.theta1[0][name].Data {
+				diff[i] = float32(float64(diff[i]) - float64(z))
+			}
+			src := params.Set{name: {Shape: d.Shape, Data: diff}}
+			if err := pi.ApplyInto(t.specs[name], params.Set{name: d}, src); err != nil {
+				return err
+			}
 			base := t.init[name].Data
 			for i, v := range d.Data {
 				d.Data[i] = float32(float64(base[i]) + float64(v))
@@ -412,8 +432,8 @@ func (t *transfer) addPairs(m *align.Matcher, js []int, pi align.Perm) error {
 	return nil
 }
 
-// finish builds the parameters of step k, recomputes their BatchNorm statistics and evaluates
-// them.
+// finish builds the parameters of step k in the runner's session, recomputes their BatchNorm
+// statistics there and evaluates them; it returns the session's parameters.
 func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, params.Set, error) {
 	ps, err := t.setTransferred(k, pi)
 	if err != nil {
@@ -428,10 +448,10 @@ func (t *transfer) finish(k int, pi align.Perm, stats matchStats) (StepReport, p
 		if err != nil {
 			return StepReport{}, nil, err
 		}
-		if ps, err = t.r.normStats(nil, t.opt.Train, norm); err != nil {
+		if err := t.r.normStats(t.opt.Train, norm); err != nil {
 			return StepReport{}, nil, err
 		}
-		if score, err = t.r.evaluate(ps, t.opt.Val, nil); err != nil {
+		if score, err = t.r.evaluate(nil, t.opt.Val, nil); err != nil {
 			return StepReport{}, nil, err
 		}
 	case k > 0:

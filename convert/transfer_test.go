@@ -2,15 +2,18 @@ package convert
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ltransfer/ltransfer/align"
 	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/graph"
 	"github.com/ltransfer/ltransfer/internal/testenv"
@@ -127,9 +130,26 @@ func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
 	for _, name := range []string{"cnn", "resnet"} {
 		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
+			// The initialization is the run's own, permuted: the transfer has a permutation to find.
+			first, err := graph.Load(testenv.Fixture(name, "seed1", "ckpt_000.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec, _, err := graph.Symmetries(first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			permuted, err := align.Random(spec, rand.New(rand.NewPCG(5, 6))).Apply(spec, first.Params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			initPath := filepath.Join(t.TempDir(), "init.onnx")
+			if err := first.Save(initPath, permuted); err != nil {
+				t.Fatal(err)
+			}
 			job := Job{
 				Trajectory: []string{testenv.Fixture(name, "seed1")},
-				Init:       testenv.Fixture(name, "seed1", "ckpt_000.onnx"),
+				Init:       initPath,
 				Out:        out,
 				Save:       map[string]bool{"steps": true, "best": true, "final": true},
 				Options: Options{Method: "fgmt", Steps: 2, Schedule: Cosine, Batch: 64, GradBatches: 1, NormBatches: 2,
@@ -142,10 +162,16 @@ func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
 			if len(rep.Steps) != 5 { // 3 checkpoints, 2 segments of 2 steps, plus step 0
 				t.Fatalf("%d steps, want 5", len(rep.Steps))
 			}
+			want := transferredByFormula(t, out, job)
 			for _, s := range rep.Steps {
 				m, err := graph.Load(filepath.Join(out, stepName(s.Step)))
 				if err != nil {
 					t.Fatal(err)
+				}
+				for _, name := range m.Trainable() {
+					if !slices.Equal(m.Params[name].Data, want[s.Step][name].Data) {
+						t.Fatalf("step %d: parameter %q is not theta2_0 + pi(theta1 - theta1_0) with perm.json's pi", s.Step, name)
+					}
 				}
 				score, err := Evaluate(m, nil, val, 64, nil)
 				if err != nil {
@@ -200,4 +226,62 @@ func TestTransferStopsWhenCancelled(t *testing.T) {
 	if !slices.Equal(emitted, []int{0, 1}) {
 		t.Errorf("emitted steps %v, want [0 1]", emitted)
 	}
+}
+
+// transferredByFormula computes the parameters of every step of a finished job from its inputs
+// and the permutations its perm.json records, with align's Perm.Apply:
+// theta2_0 + pi_k(theta1(t_k) - theta1_0).
+func transferredByFormula(t *testing.T, out string, job Job) []params.Set {
+	t.Helper()
+	src, err := LoadTrajectory(job.Trajectory...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := graph.Load(job.Init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "perm.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pf PermFile
+	if err := json.Unmarshal(data, &pf); err != nil {
+		t.Fatal(err)
+	}
+	var spec align.Spec
+	for _, g := range pf.Spec {
+		spec.Groups = append(spec.Groups, align.Group{Name: g.Name, Size: g.Size, Members: g.Members})
+	}
+	coefs, err := job.Schedule.Coefficients(job.Steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theta := func(i int) params.Set { return src.Checkpoints[i].Params }
+	var steps []params.Set
+	for seg := range len(src.Checkpoints) - 1 {
+		for k, c := range coefs {
+			if k == 0 && seg > 0 {
+				continue
+			}
+			point, err := combine(theta(seg), c, theta(seg+1), theta(seg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := diff(point, theta(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			permuted, err := align.Perm(pf.Steps[len(steps)]).Apply(spec, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := combine(init.Params, 1, permuted, permuted.ZerosLike())
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps = append(steps, p)
+		}
+	}
+	return steps
 }

@@ -180,6 +180,29 @@ func buildProgram(m *Model, batch int, kind programKind) (*program, error) {
 	return p, nil
 }
 
+// needed returns the nodes of order (a topological order of g) that the kept nodes read,
+// directly or not, in that order; all of them when none is kept. Symbolic differentiation adds
+// the gradient of every input of an operator on the way, wanted or not: in a factored program
+// the dense weight gradients that the factors replace, which would take as much memory as the
+// weights themselves.
+func needed(g *G.ExprGraph, order []*G.Node, kept G.Nodes) []*G.Node {
+	if len(kept) == 0 {
+		return order
+	}
+	live := map[*G.Node]bool{}
+	stack := slices.Clone(kept)
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if live[n] {
+			continue
+		}
+		live[n] = true
+		stack = append(stack, inputsOf(g, n)...)
+	}
+	return slices.DeleteFunc(order, func(n *G.Node) bool { return !live[n] })
+}
+
 // addLoss adds the mean cross-entropy of the logits and the gradients of the trainable
 // parameters. A final Softmax or LogSoftmax is looked through: the loss is computed from the
 // logits it reads, which gives the same value and gradient (log_softmax is idempotent) and keeps

@@ -110,7 +110,7 @@ func (b *Builder) Node(op, name string, inputs, outputs []string, attrs ...Attr)
 
 // Encode returns the model's ONNX encoding.
 func (b *Builder) Encode() ([]byte, error) {
-	return marshal(b.pb)
+	return marshalMessage(b.pb)
 }
 
 // Model encodes the model and decodes it back, as any ONNX file is loaded.

@@ -1,10 +1,12 @@
 // Package graph is ltransfer's ONNX front and back end.
 //
-// Load decodes an ONNX file through onnx-go's decoder (github.com/owulveryck/onnx-go) into this
-// package's own backend, which records the operators, their attributes and the initializer
-// tensors; ltransfer's own protobuf bindings (internal/onnxpb, generated from onnx.proto) keep
-// the original message, validate tensor sizes, read external data and write the model back with
-// Save, changing nothing but the parameters.
+// Load parses an ONNX file once, with ltransfer's own protobuf bindings (internal/onnxpb,
+// generated from onnx.proto), which validate tensor sizes, read external data and keep the
+// original message so that Save writes the model back changing nothing but the parameters. The
+// operator graph is built from that message into this package's onnx-go backend
+// (github.com/owulveryck/onnx-go's Backend interface), which records the operators, their
+// attributes and the initializer tensors as onnx-go's decoder would; the float32 parameters are
+// read in place from the message's bytes, so a loaded model holds them once.
 //
 // A Session turns a model into Gorgonia expression graphs (gorgonia.org/gorgonia) for one batch
 // size. The shape subgraphs that torch.onnx.export writes (Shape, Gather, Unsqueeze, Concat,

@@ -73,6 +73,14 @@ func konstFromTensor(t tensor.Tensor) (*konst, error) {
 	if t.Shape().IsScalar() {
 		k.shape = nil
 	}
+	if !t.Shape().IsScalar() && t.Shape().TotalSize() == 0 { // Data panics on an empty tensor
+		if t.Dtype() == tensor.Float32 || t.Dtype() == tensor.Float64 {
+			k.floats = []float32{}
+		} else {
+			k.ints = []int64{}
+		}
+		return k, nil
+	}
 	switch d := t.Data().(type) {
 	case []int64:
 		k.ints = append([]int64(nil), d...)

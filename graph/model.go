@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -8,7 +10,6 @@ import (
 	"slices"
 	"sort"
 
-	onnx "github.com/owulveryck/onnx-go"
 	"google.golang.org/protobuf/proto"
 	"gorgonia.org/tensor"
 
@@ -85,11 +86,16 @@ type ParamInfo struct {
 // Load reads an ONNX model file. Initializers stored as external data are read from the model's
 // folder.
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	m, err := Decode(data, filepath.Dir(path))
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("graph: %w", err)
+	}
+	m, err := decode(bufio.NewReaderSize(f, 64<<10), st.Size(), filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("graph: %s: %w", path, errors.Unwrap(err))
 	}
@@ -98,13 +104,18 @@ func Load(path string) (*Model, error) {
 }
 
 // Decode decodes an ONNX model from memory; dir is where external data files are looked up.
-func Decode(data []byte, dir string) (m *Model, err error) {
-	pb, external, err := decodeProto(data, dir)
+func Decode(data []byte, dir string) (*Model, error) {
+	return decode(bufio.NewReader(bytes.NewReader(data)), int64(len(data)), dir)
+}
+
+// decode decodes an ONNX model of size bytes read from r, parsing it once (see readModel).
+func decode(r *bufio.Reader, size int64, dir string) (m *Model, err error) {
+	pb, external, err := decodeProto(r, size, dir)
 	if err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
-	b, err := decodeWithOnnxGo(pb)
-	if err != nil {
+	b := newBackend()
+	if err := feed(b, pb.Graph); err != nil {
 		return nil, fmt.Errorf("graph: %w", err)
 	}
 	m = &Model{proto: pb, external: external, consts: map[string]tensor.Tensor{}, Params: params.Set{}, released: map[string]bool{}}
@@ -114,132 +125,21 @@ func Decode(data []byte, dir string) (m *Model, err error) {
 	return m, nil
 }
 
-// decodeWithOnnxGo runs onnx-go's decoder on a sanitised copy of the model: declared value types
-// are dropped (shapes are read from our own message, and onnx-go would allocate whatever size a
-// file declares) and initializers that onnx-go need not or cannot decode become plain inputs:
-// float32 ones (the parameters, read from our message by build without a copy) and types onnx-go
-// does not know (their bytes stay in our message, untouched). The copy shares the nodes with pb
-// and holds no parameter data, so decoding a model costs about one copy of its parameters.
-func decodeWithOnnxGo(pb *onnxpb.ModelProto) (b *backend, err error) {
-	graph := pb.Graph
-	pb.Graph = nil
-	cp := proto.Clone(pb).(*onnxpb.ModelProto)
-	pb.Graph = graph
-	g := &onnxpb.GraphProto{Name: graph.Name, Node: graph.Node}
-	cp.Graph = g
-	untyped := func(list []*onnxpb.ValueInfoProto) []*onnxpb.ValueInfoProto {
-		out := make([]*onnxpb.ValueInfoProto, len(list))
-		for i, v := range list {
-			out[i] = &onnxpb.ValueInfoProto{Name: v.Name}
-		}
-		return out
-	}
-	g.Input, g.Output, g.ValueInfo = untyped(graph.Input), untyped(graph.Output), untyped(graph.ValueInfo)
-	for _, t := range graph.Initializer {
-		switch onnxpb.TensorProto_DataType(t.GetDataType()) {
-		case onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_INT32:
-			if len(t.Dims) > 0 && elementCountOrZero(t.Dims) == 0 {
-				break // onnx-go cannot decode an empty tensor; our message has it
-			}
-			g.Initializer = append(g.Initializer, t)
-			continue
-		}
-		g.Input = append(g.Input, &onnxpb.ValueInfoProto{Name: proto.String(t.GetName())})
-	}
-	// onnx-go cannot decode BOOL tensors (the training_mode constant of a Dropout in a
-	// training-mode export): such nodes are copied with INT64 tensors, leaving pb's untouched.
-	cloned := false
-	for i, n := range g.Node {
-		if hasBoolTensor(n) {
-			if !cloned {
-				g.Node, cloned = slices.Clone(graph.Node), true
-			}
-			c := proto.Clone(n).(*onnxpb.NodeProto)
-			for _, a := range c.Attribute {
-				boolsAsInt64s(a.GetT())
-			}
-			g.Node[i] = c
-		}
-	}
-	data, err := proto.Marshal(cp)
-	if err != nil {
-		return nil, fmt.Errorf("re-encoding for onnx-go: %w", err)
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: onnx-go decoder: %v", ErrFormat, r)
-		}
-	}()
-	b = newBackend()
-	if err := onnx.NewModel(b).UnmarshalBinary(data); err != nil {
-		return nil, fmt.Errorf("%w: onnx-go decoder: %v", ErrFormat, err)
-	}
-	return b, nil
-}
-
-// hasBoolTensor reports whether a tensor attribute of n is a BOOL tensor.
-func hasBoolTensor(n *onnxpb.NodeProto) bool {
-	for _, a := range n.Attribute {
-		if t := a.GetT(); t != nil && onnxpb.TensorProto_DataType(t.GetDataType()) == onnxpb.TensorProto_BOOL {
-			return true
-		}
-	}
-	return false
-}
-
-// boolsAsInt64s turns a BOOL tensor (the training_mode constant of a Dropout in a
-// training-mode export), which onnx-go cannot decode, into an INT64 one with the same values.
-func boolsAsInt64s(t *onnxpb.TensorProto) {
-	if t == nil || onnxpb.TensorProto_DataType(t.GetDataType()) != onnxpb.TensorProto_BOOL {
-		return
-	}
-	vals := make([]int64, 0, len(t.RawData)+len(t.Int32Data))
-	for _, b := range t.RawData {
-		vals = append(vals, int64(b))
-	}
-	for _, v := range t.Int32Data {
-		vals = append(vals, int64(v))
-	}
-	t.DataType = proto.Int32(int32(onnxpb.TensorProto_INT64))
-	t.RawData, t.Int32Data, t.Int64Data = nil, nil, vals
-}
-
-func elementCountOrZero(dims []int64) int64 {
-	n, err := elementCount(dims)
-	if err != nil {
-		return 0
-	}
-	return n
-}
-
-// build fills the model from our message (names, inputs, order) and what onnx-go decoded
-// (operator types, attributes, initializer values).
+// build fills the model from our message (names, inputs, order, float32 initializers) and the
+// backend it fed (operator attributes, other initializer values).
 func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 	g := pb.Graph
-	if len(b.ops) != len(g.Node) {
-		return fmt.Errorf("%w: onnx-go decoded %d operators, the file has %d", ErrFormat, len(b.ops), len(g.Node))
-	}
 	for _, imp := range pb.OpsetImport {
 		if imp.GetDomain() == "" || imp.GetDomain() == "ai.onnx" {
 			m.Opset = imp.GetVersion()
 		}
 	}
 	for i, n := range g.Node {
-		name := n.GetName()
-		if name == "" {
-			name = fmt.Sprintf("%s_%d", n.GetOpType(), i)
-		}
-		if b.ops[i].opType != n.GetOpType() {
-			return fmt.Errorf("%w: node %q: onnx-go decoded operator %s, the file says %s", ErrFormat, name, b.ops[i].opType, n.GetOpType())
-		}
+		name := nodeName(n, i)
 		if n.GetDomain() != "" && n.GetDomain() != "ai.onnx" {
 			return fmt.Errorf("node %q (%s): operator domain %q is %w", name, n.GetOpType(), n.GetDomain(), ErrUnsupported)
 		}
-		attrs := b.ops[i].attrs
-		if attrs == nil {
-			attrs = map[string]interface{}{}
-		}
-		m.Nodes = append(m.Nodes, &Node{Name: name, Op: n.GetOpType(), Inputs: n.Input, Outputs: n.Output, Attrs: attrs})
+		m.Nodes = append(m.Nodes, &Node{Name: name, Op: n.GetOpType(), Inputs: n.Input, Outputs: n.Output, Attrs: b.ops[i].attrs})
 	}
 
 	decoded := b.tensors()
@@ -261,8 +161,6 @@ func (m *Model) build(pb *onnxpb.ModelProto, b *backend) error {
 		}
 		if dt, ok := decoded[t.GetName()]; ok {
 			m.consts[t.GetName()] = dt
-		} else if ints, err := int64sOf(t); err == nil {
-			m.consts[t.GetName()] = tensor.New(tensor.WithShape(dims...), tensor.WithBacking(ints))
 		}
 		// Other types (strings, float16, ...) stay opaque: untouched in the file, unusable by ops.
 	}

@@ -80,7 +80,10 @@ func constantOf(n *Node) (*konst, error) {
 	case n.Attrs["value_int"] != nil:
 		return &konst{ints: []int64{n.attrInt("value_int", 0)}}, nil
 	case n.Attrs["value_ints"] != nil:
-		v := n.Attrs["value_ints"].([]int64)
+		v, ok := n.Attrs["value_ints"].([]int64)
+		if !ok {
+			return nil, fmt.Errorf("value_ints attribute is %T, want integers", n.Attrs["value_ints"])
+		}
 		return &konst{shape: []int{len(v)}, ints: append([]int64{}, v...)}, nil
 	case n.Attrs["value_floats"] != nil:
 		v, _ := n.Attrs["value_floats"].([]float32)

@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"unsafe"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/ltransfer/ltransfer/graph/internal/onnxpb"
 )
@@ -33,17 +32,17 @@ var elemSize = map[onnxpb.TensorProto_DataType]int64{
 	onnxpb.TensorProto_COMPLEX64: 8, onnxpb.TensorProto_COMPLEX128: 16, onnxpb.TensorProto_BFLOAT16: 2,
 }
 
-// decodeProto parses an ONNX model and checks the parts that the rest of the package relies on:
+// decodeProto parses an ONNX model of size bytes from r (see readModel) and checks the parts that the rest of the package relies on:
 // a graph with nodes and outputs, and initializers whose declared size matches their data.
 // Initializers stored as external data are read from dir and inlined into the returned message;
 // the returned locations remember where each came from so that Save can write them back the
 // same way.
-func decodeProto(data []byte, dir string) (*onnxpb.ModelProto, map[string]externalRef, error) {
-	if len(data) == 0 {
+func decodeProto(r *bufio.Reader, size int64, dir string) (*onnxpb.ModelProto, map[string]externalRef, error) {
+	if size == 0 {
 		return nil, nil, fmt.Errorf("empty file: %w", ErrFormat)
 	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(data, &m); err != nil {
+	m, err := readModel(r, size)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: protobuf: %v", ErrFormat, err)
 	}
 	g := m.GetGraph()
@@ -82,7 +81,7 @@ func decodeProto(data []byte, dir string) (*onnxpb.ModelProto, map[string]extern
 			names[out] = true
 		}
 	}
-	return &m, external, nil
+	return m, external, nil
 }
 
 // elementCount returns the number of elements that dims declare, refusing negative or absurd sizes.
@@ -224,6 +223,18 @@ func floatsOf(t *onnxpb.TensorProto) []float32 {
 	out := make([]float32, len(t.RawData)/4)
 	for i := range out {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.RawData[4*i:]))
+	}
+	return out
+}
+
+// doublesOf decodes the float64 elements of a checked DOUBLE tensor.
+func doublesOf(t *onnxpb.TensorProto) []float64 {
+	if t.RawData == nil {
+		return append([]float64(nil), t.DoubleData...)
+	}
+	out := make([]float64, len(t.RawData)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(t.RawData[8*i:]))
 	}
 	return out
 }

@@ -140,6 +140,15 @@ func TestMatchesPyTorch(t *testing.T) {
 			if len(op.LowRank) != len(fx.lowRank) {
 				t.Errorf("factored %d weights, want %v", len(op.LowRank), fx.lowRank)
 			}
+			// Nor is the dense gradient of a factored weight computed: the factored program has
+			// no buffer that could hold it.
+			for name := range op.LowRank {
+				for _, size := range s.factored.vm.sizes {
+					if size >= len(m.Params[name].Data) {
+						t.Errorf("the factored program has a buffer of %d values, as large as %q", size, name)
+					}
+				}
+			}
 		})
 	}
 }
@@ -273,39 +282,58 @@ func TestNormStatsMatchPyTorch(t *testing.T) {
 			}
 			ref := loadReference(t, name)
 			want := loadReference(t, name+"-bnstats")
+			if len(want.all) == 0 {
+				t.Fatal("no reference statistics")
+			}
+			half := len(ref.input) / 2
+			next := func() func() ([]float32, bool) {
+				batches := [][]float32{ref.input[:half], ref.input[half:]}
+				return func() ([]float32, bool) {
+					if len(batches) == 0 {
+						return nil, false
+					}
+					b := batches[0]
+					batches = batches[1:]
+					return b, true
+				}
+			}
 			s, err := NewSession(m, 16)
 			if err != nil {
 				t.Fatal(err)
 			}
-			half := len(ref.input) / 2
-			batches := [][]float32{ref.input[:half], ref.input[half:]}
-			got, err := s.NormStats(func() ([]float32, bool) {
-				if len(batches) == 0 {
-					return nil, false
-				}
-				b := batches[0]
-				batches = batches[1:]
-				return b, true
-			})
+			copied, err := s.NormStats(next())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(want.all) == 0 {
-				t.Fatal("no reference statistics")
+			// UpdateNormStats, in the session's own parameters.
+			var inPlace params.Set
+			if err := s.UpdateNormStats(next()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.UpdateParams(func(p params.Set) error { inPlace = p; return nil }); err != nil {
+				t.Fatal(err)
 			}
 			for pname, w := range want.all {
-				g := got[pname].Data
-				for i := range w {
-					diff := math.Abs(float64(g[i] - w[i]))
-					if diff > 1e-4 && diff > 1e-4*math.Abs(float64(w[i])) {
-						t.Errorf("%s[%d] = %g, PyTorch %g", pname, i, g[i], w[i])
-						break
-					}
-				}
-				if slices.Equal(g, m.Params[pname].Data) {
-					t.Errorf("%s unchanged from the checkpoint", pname)
+				for _, got := range []params.Set{copied, inPlace} {
+					checkStats(t, pname, got[pname].Data, w, m.Params[pname].Data)
 				}
 			}
 		})
+	}
+}
+
+// checkStats compares recomputed BatchNorm statistics g with PyTorch's w; they must differ from
+// the checkpoint's, old.
+func checkStats(t *testing.T, pname string, g, w, old []float32) {
+	t.Helper()
+	for i := range w {
+		diff := math.Abs(float64(g[i] - w[i]))
+		if diff > 1e-4 && diff > 1e-4*math.Abs(float64(w[i])) {
+			t.Errorf("%s[%d] = %g, PyTorch %g", pname, i, g[i], w[i])
+			break
+		}
+	}
+	if slices.Equal(g, old) {
+		t.Errorf("%s unchanged from the checkpoint", pname)
 	}
 }

@@ -1,8 +1,10 @@
 package graph
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -26,7 +28,7 @@ func (m *Model) Encode(ps params.Set) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return marshal(pb)
+	return marshalMessage(pb)
 }
 
 // withParams returns a copy of the model's message with parameter data replaced. The
@@ -66,16 +68,9 @@ func (m *Model) withParams(ps params.Set) (*onnxpb.ModelProto, error) {
 	return pb, nil
 }
 
-func marshal(pb *onnxpb.ModelProto) ([]byte, error) {
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(pb)
-	if err != nil {
-		return nil, fmt.Errorf("graph: encoding: %w", err)
-	}
-	return data, nil
-}
-
 // Save writes the model with the given parameters to path, atomically (a temporary file in the
-// same folder, then a rename). Initializers that the source file stored as external data are
+// same folder, then a rename), streaming the parameters' bytes from their tensors: it holds no
+// copy of them. Initializers that the source file stored as external data are
 // written the same way, into a file named after path with the suffix ".data", next to it.
 func (m *Model) Save(path string, ps params.Set) error {
 	pb, err := m.withParams(ps)
@@ -87,18 +82,15 @@ func (m *Model) Save(path string, ps params.Set) error {
 			return err
 		}
 	}
-	data, err := marshal(pb)
-	if err != nil {
-		return err
-	}
-	return WriteFileAtomic(path, data)
+	return WriteAtomic(path, func(w io.Writer) error { return encodeTo(w, pb) })
 }
 
 // externalize moves the data of the initializers that were external in the source into
 // path+".data", in file order, and points the tensors at it.
 func (m *Model) externalize(pb *onnxpb.ModelProto, path string) error {
 	location := filepath.Base(path) + ".data"
-	var blob []byte
+	var blob [][]byte
+	offset := 0
 	for _, t := range pb.Graph.Initializer {
 		if _, ok := m.external[t.GetName()]; !ok {
 			continue
@@ -110,8 +102,7 @@ func (m *Model) externalize(pb *onnxpb.ModelProto, path string) error {
 				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(f))
 			}
 		}
-		offset := len(blob)
-		blob = append(blob, raw...)
+		blob = append(blob, raw)
 		t.RawData, t.FloatData = nil, nil
 		t.DataLocation = onnxpb.TensorProto_EXTERNAL.Enum()
 		t.ExternalData = []*onnxpb.StringStringEntryProto{
@@ -119,8 +110,16 @@ func (m *Model) externalize(pb *onnxpb.ModelProto, path string) error {
 			{Key: proto.String("offset"), Value: proto.String(strconv.Itoa(offset))},
 			{Key: proto.String("length"), Value: proto.String(strconv.Itoa(len(raw)))},
 		}
+		offset += len(raw)
 	}
-	return WriteFileAtomic(filepath.Join(filepath.Dir(path), location), blob)
+	return WriteAtomic(filepath.Join(filepath.Dir(path), location), func(w io.Writer) error {
+		for _, raw := range blob {
+			if _, err := w.Write(raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // WriteDelay, when positive, makes WriteFileAtomic wait that long between writing its
@@ -132,12 +131,25 @@ var WriteDelay time.Duration
 // WriteFileAtomic writes data to path through a temporary file in the same folder and a rename,
 // so that path holds either its old content or the new one, never a part.
 func WriteFileAtomic(path string, data []byte) error {
+	return WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteAtomic is WriteFileAtomic for content that write produces, through a buffer, without
+// holding it whole.
+func WriteAtomic(path string, write func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("graph: %w", err)
 	}
 	tmp := f.Name()
-	if _, err = f.Write(data); err == nil {
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err = write(bw); err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -276,12 +276,27 @@ func (s *Session) NormStats(next func() ([]float32, bool)) (params.Set, error) {
 	for name, t := range s.params {
 		out[name] = &params.Tensor{Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
 	}
+	if err := s.normStatsInto(out, next); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateNormStats is NormStats writing the recomputed running statistics into the session's own
+// parameters, which the next runs use, instead of a copy of them.
+func (s *Session) UpdateNormStats(next func() ([]float32, bool)) error {
+	return s.UpdateParams(func(p params.Set) error { return s.normStatsInto(p, next) })
+}
+
+// normStatsInto computes the running statistics of NormStats for the current parameters into
+// the statistics' tensors of out.
+func (s *Session) normStatsInto(out params.Set, next func() ([]float32, bool)) error {
 	if !s.m.hasOp("BatchNormalization") {
-		return out, nil
+		return nil
 	}
 	p, err := s.program(&s.stats, statsProgram)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sums := make([][2][]float64, len(p.norms))
 	batches := 0
@@ -291,7 +306,7 @@ func (s *Session) NormStats(next func() ([]float32, bool)) (params.Set, error) {
 			break
 		}
 		if err := s.run(p, x); err != nil {
-			return nil, err
+			return err
 		}
 		for i, ref := range p.norms {
 			if sums[i][0] == nil {
@@ -305,20 +320,20 @@ func (s *Session) NormStats(next func() ([]float32, bool)) (params.Set, error) {
 		batches++
 	}
 	if batches == 0 {
-		return nil, fmt.Errorf("graph: %s: no batches to compute BatchNorm statistics from", s.m.Path)
+		return fmt.Errorf("graph: %s: no batches to compute BatchNorm statistics from", s.m.Path)
 	}
 	for i, ref := range p.norms {
 		for j, name := range []string{ref.mean, ref.variance} {
 			t, ok := out[name]
 			if !ok {
-				return nil, fmt.Errorf("graph: %s: BatchNorm statistic %q is not a float initializer", s.m.Path, name)
+				return fmt.Errorf("graph: %s: BatchNorm statistic %q is not a float initializer", s.m.Path, name)
 			}
 			for c := range t.Data {
 				t.Data[c] = float32(sums[i][j][c] / float64(batches))
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // CheckSupported returns an error naming the first node whose operator the engine cannot run.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/ltransfer/ltransfer/align"
+	"github.com/ltransfer/ltransfer/params"
 )
 
 // Dropped is a group that failed the self-check: permuting it alone changed the outputs.
@@ -22,13 +23,24 @@ type Dropped struct {
 // groups that change the outputs only together (each half passing alone) are all dropped.
 // A spec whose groups are all correct costs one evaluation, and k wrong groups about 2k log2(n).
 func VerifySymmetries(m *Model, spec align.Spec, seed uint64) (align.Spec, []Dropped, error) {
-	const batch = 8
-	s, err := NewSession(m, batch)
+	s, err := NewSession(m, 8)
 	if err != nil {
 		return spec, nil, err
 	}
+	return s.VerifySymmetries(spec, seed)
+}
+
+// VerifySymmetries is VerifySymmetries of the session's model on a random batch of the
+// session's size, run in the session itself (a transfer checks its spec without a second copy
+// of the model and its activations). The session's parameters are the model's own afterwards.
+func (s *Session) VerifySymmetries(spec align.Spec, seed uint64) (align.Spec, []Dropped, error) {
+	m := s.m
+	if err := s.SetParams(m.Params); err != nil {
+		return spec, nil, err
+	}
+	defer func() { _ = s.SetParams(m.Params) }() // shapes checked above: cannot fail
 	rng := rand.New(rand.NewPCG(seed, 0x7665726966))
-	x := make([]float32, batch*s.ExampleSize())
+	x := make([]float32, s.batch*s.ExampleSize())
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
@@ -46,12 +58,9 @@ func VerifySymmetries(m *Model, spec align.Spec, seed uint64) (align.Spec, []Dro
 		for _, g := range gs {
 			perm[g] = rng.Perm(spec.Groups[g].Size)
 		}
-		permuted, err := perm.Apply(spec, m.Params)
-		if err != nil {
+		// Permuted straight into the session's parameters: no copy of the model is made.
+		if err := s.UpdateParams(func(p params.Set) error { return perm.ApplyInto(spec, p, m.Params) }); err != nil {
 			return 0, fmt.Errorf("graph: %s: %w", m.Path, err)
-		}
-		if err := s.SetParams(permuted); err != nil {
-			return 0, err
 		}
 		got, err := s.Logits(x)
 		if err != nil {

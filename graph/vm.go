@@ -65,6 +65,7 @@ func newMachine(g *G.ExprGraph, kept ...*G.Node) (*machine, error) {
 		return nil, err
 	}
 	slices.Reverse(sorted)
+	sorted = needed(g, sorted, kept)
 	m := &machine{order: sorted, steps: make([]step, len(sorted)), vals: make([]G.Value, len(sorted)),
 		index: make(map[*G.Node]int, len(sorted))}
 	for i, n := range sorted {

@@ -485,7 +485,7 @@ func (e *experiment) transfer(method string) (params.Set, MethodSummary, error) 
 	var bestAcc float64
 	res, err := convert.Transfer(e.ctx, e.src, e.init, opt, func(r convert.StepReport, p params.Set) error {
 		if best == nil || r.Accuracy > bestAcc { // as Result.Best: the first of the best
-			best, bestAcc = p, r.Accuracy
+			best, bestAcc = p.Clone(), r.Accuracy // p is the transfer's working copy
 		}
 		e.rep.Rows = append(e.rep.Rows, Row{Scenario: e.opt.Scenario, Method: method, Phase: PhaseTransfer,
 			Step: r.Step, Epoch: r.Position * float64(e.srcEpochs), ValAccuracy: r.Accuracy,
