@@ -242,7 +242,7 @@ func (w *Writer) place(src, name string, keep bool) error {
 }
 
 // WriteJSON writes v as indented JSON to dir/name atomically.
-func WriteJSON(path string, v interface{}) error {
+func WriteJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)

@@ -18,7 +18,7 @@ type Builder struct {
 // Attr is an operator attribute. Value is an int64, float32, string, []int64 or []float32.
 type Attr struct {
 	Name  string
-	Value interface{}
+	Value any
 }
 
 // NewBuilder starts a model with the given graph name and default-domain opset.

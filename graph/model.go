@@ -51,7 +51,7 @@ type Node struct {
 	Op      string
 	Inputs  []string // "" marks an omitted optional input
 	Outputs []string
-	Attrs   map[string]interface{}
+	Attrs   map[string]any
 }
 
 // ValueInfo names a graph input or output and its declared shape; a dimension that the file
@@ -496,7 +496,7 @@ func (n *Node) comparable() *Node {
 	}
 	c := *n
 	c.Outputs = n.Outputs[:min(1, len(n.Outputs))]
-	c.Attrs = map[string]interface{}{}
+	c.Attrs = map[string]any{}
 	for k, v := range n.Attrs {
 		if k != "training_mode" {
 			c.Attrs[k] = v
@@ -506,7 +506,7 @@ func (n *Node) comparable() *Node {
 }
 
 // sortedAttrs renders attributes in name order, tensors by shape and values, for comparison.
-func sortedAttrs(attrs map[string]interface{}) []string {
+func sortedAttrs(attrs map[string]any) []string {
 	keys := make([]string, 0, len(attrs))
 	for k := range attrs {
 		keys = append(keys, k)

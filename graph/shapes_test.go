@@ -68,7 +68,7 @@ func TestShapePassWindows(t *testing.T) {
 				ceil = 1
 			}
 			p := &shapePass{m: &Model{}, vals: map[string]shapeVal{"x": {dims: []int{2, 3, c.in, c.in}}}}
-			n := &Node{Name: "pool", Op: "MaxPool", Inputs: []string{"x"}, Outputs: []string{"y"}, Attrs: map[string]interface{}{
+			n := &Node{Name: "pool", Op: "MaxPool", Inputs: []string{"x"}, Outputs: []string{"y"}, Attrs: map[string]any{
 				"kernel_shape": []int64{k, k}, "strides": []int64{st, st}, "pads": []int64{pd, pd, pd, pd}, "ceil_mode": ceil}}
 			must(t, p.apply(n))
 			if got := p.vals["y"].shape(); !slices.Equal(got, []int{2, 3, c.want, c.want}) {

@@ -30,7 +30,7 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func usagef(format string, args ...interface{}) error {
+func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
