@@ -41,9 +41,14 @@ type builder struct {
 	m        *Model
 	g        *G.ExprGraph
 	training bool
-	vals     map[string]value
-	params   map[string]*G.Node // float32 initializers, bound as graph inputs
-	norms    []normRef
+	// forwardOnly is set for programs without gradients (evaluation, BatchNorm statistics): a
+	// node then computes, in the same kernel, the BatchNorm and Relu that alone read its output
+	// (see fusedConv), and fused holds the nodes so computed, which apply skips.
+	forwardOnly bool
+	fused       map[*Node]bool
+	vals        map[string]value
+	params      map[string]*G.Node // float32 initializers, bound as graph inputs
+	norms       []normRef
 	// layers are the Gemm and MatMul layers whose weight gradient can be kept as a low-rank
 	// product, by weight name.
 	layers map[string]denseLayer
@@ -127,7 +132,7 @@ func newBuilder(m *Model, batch int, training bool) (*builder, *G.Node, error) {
 	}
 	shape := append([]int{batch}, m.Input.Shape[1:]...)
 	b := &builder{m: m, g: G.NewGraph(), training: training, vals: map[string]value{}, params: map[string]*G.Node{},
-		layers: map[string]denseLayer{}}
+		layers: map[string]denseLayer{}, fused: map[*Node]bool{}}
 	x := G.NewTensor(b.g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName("input:"+m.Input.Name))
 	b.vals[m.Input.Name] = value{node: x}
 	for name, t := range m.consts {
@@ -145,10 +150,16 @@ func newBuilder(m *Model, batch int, training bool) (*builder, *G.Node, error) {
 // gradient of every trainable parameter that the loss depends on, a factoredProgram the same with
 // the weight gradients of dense layers as factors where that is smaller.
 func buildProgram(m *Model, batch int, kind programKind) (*program, error) {
+	return buildFused(m, batch, kind, kind == evalProgram || kind == statsProgram)
+}
+
+// buildFused is buildProgram with the fusion of forward-only programs (see fusedConv) on or off.
+func buildFused(m *Model, batch int, kind programKind, fuse bool) (*program, error) {
 	b, x, err := newBuilder(m, batch, kind != evalProgram)
 	if err != nil {
 		return nil, err
 	}
+	b.forwardOnly = fuse
 	for _, n := range m.Nodes {
 		if err := b.apply(n); err != nil {
 			return nil, nodeError(n, err)
@@ -317,6 +328,29 @@ func (m *Model) layerWeight(n *Node) (name string, transposed, ok bool) {
 	return name, transposed, true
 }
 
+// fusable returns, in a forward-only program, the node of operator op that alone reads the
+// value out (as its first input, none of its other outputs read, out not the model's output), or
+// nil: the node writing out may compute it too, and then marks it fused.
+func (b *builder) fusable(out, op string) *Node {
+	if !b.forwardOnly || out == b.m.Output.Name {
+		return nil
+	}
+	readers := b.m.readers(out)
+	if len(readers) != 1 {
+		return nil
+	}
+	r := readers[0]
+	if r.Op != op || len(r.Inputs) == 0 || r.Inputs[0] != out || slices.Index(r.Inputs[1:], out) >= 0 {
+		return nil
+	}
+	for _, o := range r.Outputs[1:] {
+		if o != "" && (o == b.m.Output.Name || len(b.m.readers(o)) > 0) {
+			return nil
+		}
+	}
+	return r
+}
+
 // producer returns the node that writes the named value.
 func (m *Model) producer(name string) *Node {
 	for _, n := range m.Nodes {
@@ -407,6 +441,9 @@ var maxValues = 1 << 28
 
 // apply translates one ONNX node and checks the size of what it computes.
 func (b *builder) apply(n *Node) error {
+	if b.fused[n] {
+		return nil
+	}
 	if err := b.applyOp(n); err != nil {
 		return err
 	}

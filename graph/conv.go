@@ -174,19 +174,26 @@ func (d *convDims) group(x []float32, b, g int) []float32 {
 	return x[(b*d.c+g*d.cg)*d.hw:][:d.cg*d.hw]
 }
 
+// padPlanes returns the input planes x of one example's group with their padding, written into
+// pad, or x itself when the convolution does not pad.
+func (k *conv2D) padPlanes(d *convDims, x, pad []float32) []float32 {
+	if !k.padded() {
+		return x
+	}
+	planes := pad[:d.cg*d.hp*d.wp]
+	clear(planes)
+	for c := 0; c < d.cg; c++ {
+		for y := 0; y < d.h; y++ {
+			copy(planes[(c*d.hp+y+k.top)*d.wp+k.left:], x[c*d.hw+y*d.w:][:d.w])
+		}
+	}
+	return planes
+}
+
 // im2row writes columns [j0, j1) of the patch matrix R of one example's group, whose input planes
 // x holds, into rows (P x (j1 - j0)), through the padded planes in pad.
 func (k *conv2D) im2row(d *convDims, x, pad, rows []float32, j0, j1 int) {
-	planes := x
-	if k.padded() {
-		planes = pad[:d.cg*d.hp*d.wp]
-		clear(planes)
-		for c := 0; c < d.cg; c++ {
-			for y := 0; y < d.h; y++ {
-				copy(planes[(c*d.hp+y+k.top)*d.wp+k.left:], x[c*d.hw+y*d.w:][:d.w])
-			}
-		}
-	}
+	planes := k.padPlanes(d, x, pad)
 	off := d.off[j0:j1]
 	n4 := len(off) &^ 3
 	for oy := 0; oy < d.oh; oy++ {
@@ -200,6 +207,32 @@ func (k *conv2D) im2row(d *convDims, x, pad, rows []float32, j0, j1 int) {
 			}
 			for ; j < len(off); j++ {
 				row[j] = src[off[j]]
+			}
+		}
+	}
+}
+
+// colsForward tells whether the forward pass builds R^T (im2col) rather than R (im2row): with
+// OpenBLAS, whose products take either layout, about 5% less CPU time on a ResNet-18 evaluation
+// pass (measured beside PyTorch); the pure-Go build keeps R, the layout its gemm is tuned for.
+const colsForward = BLAS == "openblas"
+
+// im2col writes the transpose of the patch matrix R of one example's group, whose input planes x
+// holds, into cols (K x P, row stride ld), through the padded planes in pad: row j = (c, ky, kx)
+// holds, for every output position, the input value that column j of R reads. Each row is copied
+// from runs of the input rows (whole runs for stride 1), unlike im2row's gathers.
+func (k *conv2D) im2col(d *convDims, x, pad, cols []float32, ld int) {
+	planes := k.padPlanes(d, x, pad)
+	for j, o := range d.off {
+		row := cols[j*ld:][:d.p]
+		for oy := 0; oy < d.oh; oy++ {
+			src, dst := planes[o+oy*k.sh*d.wp:], row[oy*d.ow:][:d.ow]
+			if k.sw == 1 {
+				copy(dst, src[:d.ow])
+				continue
+			}
+			for ox := range dst {
+				dst[ox] = src[ox*k.sw]
 			}
 		}
 	}
@@ -300,10 +333,22 @@ func (k *conv2D) gradReads(wrt, arg int) bool { return arg == 3 || arg == 1-wrt 
 // forward computes Y[n, g] = W_g R^T for every example and group, the examples split among the
 // workers.
 func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) error {
-	x, w := in[0], in[1]
+	return k.convolve(in[0], in[1], shapes, out, nil)
+}
+
+// convolve computes the output of the convolution of x with w into out; then, when epilogue is
+// not nil, it calls epilogue(m0, y) on the output planes y (channels m0, m0+1, ... of one
+// example, mg x P values) of every example's group as soon as they are written, while they are
+// in cache, on the worker that wrote them.
+func (k *conv2D) convolve(x, w []float32, shapes []tensor.Shape, out []float32, epilogue func(m0 int, y []float32)) error {
 	d := k.dims(shapes[0], shapes[1])
 	if d.empty() {
 		clear(out)
+		if epilogue != nil {
+			for b := 0; b < d.n; b++ {
+				epilogue(0, out[b*d.m*d.p:][:d.m*d.p])
+			}
+		}
 		return nil
 	}
 	impl := blas32.Implementation()
@@ -311,18 +356,31 @@ func (k *conv2D) forward(in [][]float32, shapes []tensor.Shape, out []float32) e
 		for b0 := first; b0 < end; b0 += d.nb {
 			nc := min(d.nb, end-b0)
 			for g := 0; g < k.groups; g++ {
+				tB, ldb := blas.Trans, d.kk
+				if colsForward {
+					tB, ldb = blas.NoTrans, nc*d.p
+				}
 				for b := 0; b < nc; b++ {
-					k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*d.kk:], 0, d.kk)
+					if colsForward {
+						k.im2col(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p:], ldb)
+					} else {
+						k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*d.kk:], 0, d.kk)
+					}
 				}
 				wg := w[g*d.mg*d.kk:]
 				if nc == 1 {
-					gemm(impl, blas.NoTrans, blas.Trans, d.mg, d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, out[(b0*d.m+g*d.mg)*d.p:], d.p)
-					continue
+					gemm(impl, blas.NoTrans, tB, d.mg, d.p, d.kk, wg, d.kk, s.rows, ldb, 0, out[(b0*d.m+g*d.mg)*d.p:], d.p)
+				} else {
+					gemm(impl, blas.NoTrans, tB, d.mg, nc*d.p, d.kk, wg, d.kk, s.rows, ldb, 0, s.dy, nc*d.p)
+					for b := 0; b < nc; b++ {
+						for m := 0; m < d.mg; m++ {
+							copy(out[((b0+b)*d.m+g*d.mg+m)*d.p:][:d.p], s.dy[m*nc*d.p+b*d.p:][:d.p])
+						}
+					}
 				}
-				gemm(impl, blas.NoTrans, blas.Trans, d.mg, nc*d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, s.dy, nc*d.p)
-				for b := 0; b < nc; b++ {
-					for m := 0; m < d.mg; m++ {
-						copy(out[((b0+b)*d.m+g*d.mg+m)*d.p:][:d.p], s.dy[m*nc*d.p+b*d.p:][:d.p])
+				if epilogue != nil {
+					for b := 0; b < nc; b++ {
+						epilogue(g*d.mg, out[((b0+b)*d.m+g*d.mg)*d.p:][:d.mg*d.p])
 					}
 				}
 			}

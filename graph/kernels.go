@@ -103,12 +103,7 @@ func (relu) overwrites(int) bool { return true }
 
 func (relu) forward(in [][]float32, _ []tensor.Shape, out []float32) error {
 	parallelRange(len(out), elementGrain, func(lo, hi int) {
-		for i, v := range in[0][lo:hi] {
-			if v <= 0 {
-				v = 0
-			}
-			out[lo+i] = v
-		}
+		reluInto(out[lo:hi], in[0][lo:hi])
 	})
 	return nil
 }
@@ -136,9 +131,17 @@ type binaryOp struct {
 	ia, ib    []int32
 	shape     tensor.Shape
 	broadcast bool // an input's shape differs from the output's: gradients need both shapes
+	// relu is set when the kernel also computes the Relu that alone reads its output, in a
+	// forward-only program (see fusedConv): the kernel then has no gradient.
+	relu bool
 }
 
-func (k *binaryOp) name() string { return k.op }
+func (k *binaryOp) name() string {
+	if k.relu {
+		return k.op + "+Relu"
+	}
+	return k.op
+}
 
 func (k *binaryOp) outShape(in []tensor.Shape) (tensor.Shape, error) {
 	out, err := broadcastShape(in[0], in[1])
@@ -146,7 +149,7 @@ func (k *binaryOp) outShape(in []tensor.Shape) (tensor.Shape, error) {
 	return out, err
 }
 
-func (k *binaryOp) differentiable(int) bool { return true }
+func (k *binaryOp) differentiable(int) bool { return !k.relu }
 
 // broadcastShape returns the numpy broadcast of two shapes.
 func broadcastShape(a, b tensor.Shape) (tensor.Shape, error) {
@@ -231,8 +234,14 @@ func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32)
 			for o, v := range a[lo:hi] {
 				out[lo+o] = v + b[lo+o]
 			}
+			if k.relu {
+				reluInPlace(out[lo:hi])
+			}
 		})
 		return nil
+	}
+	if k.relu {
+		defer reluInPlace(out)
 	}
 	ia, ib := k.indexMaps(shapes[0], shapes[1])
 	switch k.op {
@@ -259,6 +268,9 @@ func (k *binaryOp) forward(in [][]float32, shapes []tensor.Shape, out []float32)
 }
 
 func (k *binaryOp) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	if k.relu {
+		return errFusedGradient
+	}
 	if (k.op == "Add" || k.op == "Sub") && len(dIn) == len(dOut) {
 		// The input has the output's shape: its index map is the identity.
 		sign := float32(1)
@@ -317,6 +329,9 @@ type batchNorm struct {
 	// sums is what the backward calls of one run share (Gorgonia calls backward once per
 	// differentiable input, with the same input and output gradient); forward clears it.
 	sums *bnSums
+	// relu is set when the kernel also computes the Relu that alone reads its output, in a
+	// forward-only program (see fusedConv): the kernel then has no gradient.
+	relu bool
 }
 
 // bnSums are the per-channel statistics and gradient sums of one backward pass, for the input x
@@ -327,10 +342,14 @@ type bnSums struct {
 }
 
 func (k *batchNorm) name() string {
+	mode := "eval"
 	if k.training {
-		return "BatchNormalization(train)"
+		mode = "train"
 	}
-	return "BatchNormalization(eval)"
+	if k.relu {
+		return "BatchNormalization(" + mode + ")+Relu"
+	}
+	return "BatchNormalization(" + mode + ")"
 }
 
 func (k *batchNorm) outShape(in []tensor.Shape) (tensor.Shape, error) {
@@ -346,7 +365,7 @@ func (k *batchNorm) outShape(in []tensor.Shape) (tensor.Shape, error) {
 	return in[0].Clone(), nil
 }
 
-func (k *batchNorm) differentiable(i int) bool { return i < 3 }
+func (k *batchNorm) differentiable(i int) bool { return i < 3 && !k.relu }
 
 // layout returns batch, channels and spatial size.
 func bnLayout(s tensor.Shape) (int, int, int) {
@@ -418,6 +437,9 @@ func (k *batchNorm) forward(in [][]float32, shapes []tensor.Shape, out []float32
 			for j, v := range x[base : base+hw] {
 				out[base+j] = float32(float64(v)*a + off)
 			}
+			if k.relu {
+				reluInPlace(out[base : base+hw])
+			}
 		}
 	})
 	return nil
@@ -460,6 +482,9 @@ func (k *batchNorm) backwardSums(in [][]float32, s tensor.Shape, dOut []float32)
 }
 
 func (k *batchNorm) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut, dIn []float32) error {
+	if k.relu {
+		return errFusedGradient
+	}
 	n, c, hw := bnLayout(shapes[0])
 	sums := k.backwardSums(in, shapes[0], dOut)
 	mean, invstd := sums.mean, sums.invstd

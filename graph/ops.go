@@ -563,11 +563,17 @@ func (b *builder) arith(n *Node) error {
 	if xn.IsScalar() && x.k != nil {
 		xn = G.NewConstant(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{x.k.asFloats()[0]})))
 	}
-	out, err := applyKernel(&binaryOp{op: n.Op}, xn, yn)
+	k := &binaryOp{op: n.Op}
+	name := n.Outputs[0]
+	if r := b.fusable(name, "Relu"); r != nil {
+		k.relu, name = true, r.Outputs[0]
+		b.fused[r] = true
+	}
+	out, err := applyKernel(k, xn, yn)
 	if err != nil {
 		return err
 	}
-	b.set(n, value{node: out})
+	b.vals[name] = value{node: out}
 	return nil
 }
 
@@ -747,15 +753,19 @@ func (b *builder) conv(n *Node) error {
 		return err
 	}
 	// The graph's input needs no gradient: the kernel then leaves out that product.
-	y, err := applyKernel(&conv2D{
+	k := &conv2D{
 		convAttrs: convAttrs{groups: group, sh: strides[0], sw: strides[1], dh: dilations[0], dw: dilations[1],
 			top: pads[0], left: pads[1], bottom: pads[2], right: pads[3]},
 		constInput: x == b.vals[b.m.Input.Name].node,
-	}, x, w)
+	}
+	bias, ok, err := b.input(n, 2)
 	if err != nil {
 		return err
 	}
-	bias, ok, err := b.input(n, 2)
+	if b.forwardOnly {
+		return b.fusedConv(n, k, x, w, bias, ok)
+	}
+	y, err := applyKernel(k, x, w)
 	if err != nil {
 		return err
 	}
@@ -773,6 +783,42 @@ func (b *builder) conv(n *Node) error {
 		}
 	}
 	b.set(n, value{node: y})
+	return nil
+}
+
+// fusedConv adds the convolution k of x with w (and bias, if hasBias) of node n as a fusedConv
+// kernel, with the evaluation-mode BatchNormalization and the Relu that alone read its output.
+func (b *builder) fusedConv(n *Node, k *conv2D, x, w *G.Node, bias value, hasBias bool) error {
+	f := &fusedConv{conv: k, bias: hasBias}
+	args := G.Nodes{x, w}
+	if hasBias {
+		bn, err := b.symbolic(bias)
+		if err != nil {
+			return err
+		}
+		args = append(args, bn)
+	}
+	out := n.Outputs[0]
+	if norm := b.fusable(out, "BatchNormalization"); norm != nil && !b.training && len(norm.Inputs) >= 5 {
+		for i := 1; i < 5; i++ {
+			a, err := b.sym(norm, i)
+			if err != nil {
+				return nodeError(norm, err)
+			}
+			args = append(args, a)
+		}
+		f.norm, f.epsilon, out = true, norm.attrFloat("epsilon", 1e-5), norm.Outputs[0]
+		b.fused[norm] = true
+	}
+	if r := b.fusable(out, "Relu"); r != nil {
+		f.relu, out = true, r.Outputs[0]
+		b.fused[r] = true
+	}
+	y, err := applyKernel(f, args...)
+	if err != nil {
+		return err
+	}
+	b.vals[out] = value{node: y}
 	return nil
 }
 
@@ -836,11 +882,16 @@ func (b *builder) batchNorm(n *Node) error {
 		}
 	}
 	k := &batchNorm{epsilon: n.attrFloat("epsilon", 1e-5), training: b.training}
+	name := n.Outputs[0]
+	if r := b.fusable(name, "Relu"); r != nil {
+		k.relu, name = true, r.Outputs[0]
+		b.fused[r] = true
+	}
 	y, err := applyKernel(k, args...)
 	if err != nil {
 		return err
 	}
 	b.norms = append(b.norms, normRef{k: k, mean: n.Inputs[3], variance: n.Inputs[4]})
-	b.set(n, value{node: y})
+	b.vals[name] = value{node: y}
 	return nil
 }

@@ -30,6 +30,22 @@ var fixtures = []struct {
 	{"depthwise", "depthwise/model.onnx", true, nil},
 }
 
+// loadFixture loads the model of the named fixture.
+func loadFixture(t *testing.T, name string) *Model {
+	t.Helper()
+	for _, f := range fixtures {
+		if f.name == name {
+			m, err := Load(testdataPath(f.model))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+	}
+	t.Fatalf("no fixture %q", name)
+	return nil
+}
+
 func testdataPath(parts ...string) string {
 	return filepath.Join(append([]string{"..", "testdata"}, parts...)...)
 }
@@ -270,16 +286,7 @@ func maxAbsDiff(a, b []float32) float64 {
 func TestNormStatsMatchPyTorch(t *testing.T) {
 	for _, name := range []string{"cnn", "resnet"} {
 		t.Run(name, func(t *testing.T) {
-			var model string
-			for _, fx := range fixtures {
-				if fx.name == name {
-					model = fx.model
-				}
-			}
-			m, err := Load(testdataPath(model))
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := loadFixture(t, name)
 			ref := loadReference(t, name)
 			want := loadReference(t, name+"-bnstats")
 			if len(want.all) == 0 {

@@ -28,6 +28,9 @@ type Session struct {
 	eval, train, factored, stats *program
 	dirty                        map[*program]bool
 	x                            []float32
+	// buffers are the programs' planned buffers, shared: the programs run one at a time, and
+	// what a caller gets from a run is copied out of them.
+	buffers arena
 }
 
 // NewSession prepares m to run on batches of the given size, with the model's own parameters.
@@ -116,6 +119,7 @@ func (s *Session) program(p **program, kind programKind) (*program, error) {
 		if err != nil {
 			return nil, fmt.Errorf("graph: %s: %w", s.m.Path, err)
 		}
+		built.vm.arena = &s.buffers
 		*p = built
 		s.dirty[built] = true
 	}

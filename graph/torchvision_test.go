@@ -144,16 +144,7 @@ func checkTraining(t *testing.T, m *Model, ref reference) gradCheck {
 		}
 	}
 	worst.global = math.Sqrt(diff / norm)
-	stats, err := s.NormStats(func() func() ([]float32, bool) {
-		done := false
-		return func() ([]float32, bool) {
-			if done {
-				return nil, false
-			}
-			done = true
-			return ref.input, true
-		}
-	}())
+	stats, err := s.NormStats(oneBatch(ref.input))
 	if err != nil {
 		t.Fatal(err)
 	}

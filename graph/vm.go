@@ -26,6 +26,40 @@ type machine struct {
 	// bufs are the planned buffers; sizes their lengths, allocated on the first run.
 	bufs  [][]float32
 	sizes []int
+	// arena, when set, provides the buffers (shared with the other machines of a session):
+	// buffer b is its slot rank[b], and gen is the arena's generation bufs were taken at.
+	arena *arena
+	rank  []int
+	gen   int
+}
+
+// arena holds the planned buffers of the machines of one session. They run one at a time, and a
+// caller copies the values it reads out of a run before the next, so the machines can share
+// their buffers: slot r serves the r-th largest buffer of every machine, and the session holds,
+// rank by rank, the largest of its machines' buffers instead of all of them (a transfer's
+// evaluation and BatchNorm-statistics passes then fit in the training pass's memory).
+type arena struct {
+	slots [][]float32
+	// gen counts the slots reallocated: a machine whose buffers are of an older generation
+	// takes them again.
+	gen int
+}
+
+// take returns buffers of the given sizes, buffer b in slot rank[b], growing slots as needed.
+func (a *arena) take(sizes, rank []int) [][]float32 {
+	out := make([][]float32, len(sizes))
+	for b, size := range sizes {
+		r := rank[b]
+		for len(a.slots) <= r {
+			a.slots = append(a.slots, nil)
+		}
+		if len(a.slots[r]) < size {
+			a.slots[r] = make([]float32, size)
+			a.gen++
+		}
+		out[b] = a.slots[r][:size]
+	}
+	return out
 }
 
 // step is one node of the order: a leaf (an input, a parameter or a constant), whose value is
@@ -151,15 +185,29 @@ func newMachine(g *G.ExprGraph, kept ...*G.Node) (*machine, error) {
 			free[m.sizes[b]] = append(free[m.sizes[b]], b)
 		}
 	}
+	byRank := make([]int, len(m.sizes))
+	for b := range byRank {
+		byRank[b] = b
+	}
+	slices.SortStableFunc(byRank, func(a, b int) int { return m.sizes[b] - m.sizes[a] })
+	m.rank = make([]int, len(m.sizes))
+	for r, b := range byRank {
+		m.rank[b] = r
+	}
 	return m, nil
 }
 
 // run runs every node once.
 func (m *machine) run() error {
-	if m.bufs == nil {
-		m.bufs = make([][]float32, len(m.sizes))
-		for i, size := range m.sizes {
-			m.bufs[i] = make([]float32, size)
+	if m.bufs == nil || (m.arena != nil && m.gen != m.arena.gen) {
+		if m.arena != nil {
+			m.bufs = m.arena.take(m.sizes, m.rank)
+			m.gen = m.arena.gen
+		} else {
+			m.bufs = make([][]float32, len(m.sizes))
+			for i, size := range m.sizes {
+				m.bufs[i] = make([]float32, size)
+			}
 		}
 		for i := range m.steps {
 			if s := &m.steps[i]; s.buf >= 0 {

@@ -7,8 +7,9 @@ import (
 )
 
 // TestMachineRunsDoNotDependOnHistory runs the resnet fixture's passes in one session, whose
-// machines reuse their buffers, interleaved on two batches, and checks every result bit for bit
-// against a fresh session's: no value may leak from one run (or one program) into another.
+// machines reuse their buffers and share them (the session's arena), interleaved on two batches,
+// and checks every result bit for bit against a fresh session's: no value may leak from one run
+// (or one program) into another. The arena must hold less than the programs' buffers together.
 func TestMachineRunsDoNotDependOnHistory(t *testing.T) {
 	m, err := Load(testdataPath("resnet", "seed1", "ckpt_002.onnx"))
 	if err != nil {
@@ -48,6 +49,10 @@ func TestMachineRunsDoNotDependOnHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantStats, err := fresh().NormStats(oneBatch(x1))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := fresh()
 	for round := 0; round < 2; round++ {
 		if _, _, err := s.LossAndGrad(x2, y2); err != nil {
@@ -55,6 +60,15 @@ func TestMachineRunsDoNotDependOnHistory(t *testing.T) {
 		}
 		if _, err := s.Logits(x2); err != nil {
 			t.Fatal(err)
+		}
+		stats, err := s.NormStats(oneBatch(x1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, w := range wantStats {
+			if !slices.Equal(stats[name].Data, w.Data) {
+				t.Errorf("round %d: %q after the statistics pass differs from a fresh session's", round, name)
+			}
 		}
 		loss, grads, err := s.LossAndGrad(x1, y1)
 		if err != nil {
@@ -75,6 +89,19 @@ func TestMachineRunsDoNotDependOnHistory(t *testing.T) {
 		if !slices.Equal(logits, wantLogits) {
 			t.Errorf("round %d: logits differ from a fresh session's", round)
 		}
+	}
+	held, planned := 0, 0
+	for _, slot := range s.buffers.slots {
+		held += len(slot)
+	}
+	for _, p := range []*program{s.eval, s.train, s.stats} {
+		for _, size := range p.vm.sizes {
+			planned += size
+		}
+	}
+	t.Logf("arena: %d floats for %d planned by the programs", held, planned)
+	if held >= planned {
+		t.Errorf("the session's arena holds %d floats, its programs plan %d: nothing shared", held, planned)
 	}
 }
 
