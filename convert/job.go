@@ -89,7 +89,7 @@ func (j Job) Run(ctx context.Context) (*Report, error) {
 		return w.Step(r.Step, r.Accuracy, p)
 	})
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, w.Discard())
 	}
 	if err := w.Finish(); err != nil {
 		return nil, err

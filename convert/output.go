@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -184,6 +186,18 @@ func (w *Writer) Step(step int, acc float64, p params.Set) error {
 			}
 		}
 	}
+	return nil
+}
+
+// Discard removes the hidden files the Writer holds for best.onnx and final.onnx, for a transfer
+// that stops before Finish: its folder keeps the complete step files and nothing hidden.
+func (w *Writer) Discard() error {
+	for _, name := range w.held() {
+		if err := os.Remove(filepath.Join(w.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("convert: %w", err)
+		}
+	}
+	w.best, w.last = "", ""
 	return nil
 }
 

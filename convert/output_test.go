@@ -27,6 +27,7 @@ func TestWriterFiles(t *testing.T) {
 		steps, best, final := mask&1 != 0, mask&2 != 0, mask&4 != 0
 		dir := t.TempDir()
 		w := &Writer{Dir: dir, Model: m, SaveSteps: steps, SaveBest: best, SaveFinal: final}
+		stopped := &Writer{Dir: t.TempDir(), Model: m, SaveSteps: steps, SaveBest: best, SaveFinal: final}
 		for step, acc := range accs {
 			for _, p := range work {
 				p.Data[0] = stepValue(step)
@@ -34,6 +35,18 @@ func TestWriterFiles(t *testing.T) {
 			if err := w.Step(step, acc, work); err != nil {
 				t.Fatalf("steps %v best %v final %v: step %d: %v", steps, best, final, step, err)
 			}
+			if step < 3 {
+				if err := stopped.Step(step, acc, work); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// A transfer stopped after step 2 keeps its step files and nothing hidden.
+		if err := stopped.Discard(); err != nil {
+			t.Fatal(err)
+		}
+		if entries, err := os.ReadDir(stopped.Dir); err != nil || (steps && len(entries) != 3) || (!steps && len(entries) != 0) {
+			t.Errorf("steps %v best %v final %v: a stopped Writer left %v (%v)", steps, best, final, entries, err)
 		}
 		if err := w.Finish(); err != nil {
 			t.Fatalf("steps %v best %v final %v: %v", steps, best, final, err)
