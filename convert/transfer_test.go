@@ -81,17 +81,14 @@ func TestTransferFinetuneOfPyTorchRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs full transfers on MNIST")
 	}
-	dir, err := dataset.ModuleMNIST()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := testenv.MNISTSpec(t)
 	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Classes: []int{5, 6, 7, 8, 9}}
-	train, err := dataset.Open("mnist:"+dir, opt)
+	train, err := dataset.Open(spec, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opt.Split = dataset.SplitVal
-	val, err := dataset.Open("mnist:"+dir, opt)
+	val, err := dataset.Open(spec, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/ltransfer/ltransfer/convert/experiment"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
 
 // TestExperimentCommand runs a small scratch experiment on the shipped mlp runs (1280 training
 // and 500 validation images, K = 2) and checks the printed table, the flags' way into
 // experiment.json, and the files.
 func TestExperimentCommand(t *testing.T) {
-	data := moduleMNIST(t)
+	data := testenv.MNISTSpec(t)
 	out := filepath.Join(t.TempDir(), "exp")
 	code, stdout, stderr := runCLI("experiment", "--source-trajectory", fixture("mlp", "seed1"),
 		"--target-trajectory", fixture("mlp", "seed2", "ckpt_000.onnx")+","+fixture("mlp", "seed2", "ckpt_005.onnx"),
@@ -89,7 +90,7 @@ func TestExperimentCommand(t *testing.T) {
 func TestExperimentCommandFinetune(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "exp")
 	code, stdout, stderr := runCLI("experiment", "--scenario", "finetune", "--arch", "mlp:784,32,10",
-		"--data", moduleMNIST(t), "--limit", "640", "--val-limit", "200", "--pretrain-epochs", "1", "--epochs", "1",
+		"--data", testenv.MNISTSpec(t), "--limit", "640", "--val-limit", "200", "--pretrain-epochs", "1", "--epochs", "1",
 		"--pretrain-classes", "0,1", "--finetune-classes", "2,3", "--relabel", "--methods", "naive,oracle", "--steps", "2",
 		"--batch", "64", "--bn-batches", "1", "--eval-every", "5", "--out", out, "--json", "--quiet")
 	if code != 0 {

@@ -7,24 +7,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ltransfer/ltransfer/convert/dataset"
 	"github.com/ltransfer/ltransfer/convert/train"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 )
-
-func moduleMNIST(t *testing.T) string {
-	t.Helper()
-	dir, err := dataset.ModuleMNIST()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "mnist:" + dir
-}
 
 // TestTrainCommand trains the mlp fixture's initialization for two epochs on 1280 real MNIST
 // images, checks the JSON report and the files, and hands the folder to `ltransfer transfer` as
 // a source trajectory.
 func TestTrainCommand(t *testing.T) {
-	data := moduleMNIST(t)
+	data := testenv.MNISTSpec(t)
 	out := filepath.Join(t.TempDir(), "run")
 	code, stdout, stderr := runCLI("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", data,
 		"--mean", "0.1307", "--std", "0.3081", "--limit", "1280", "--val-limit", "500", "--epochs", "2", "--batch", "64",
@@ -76,7 +67,7 @@ func TestTrainExitCodes(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	data := moduleMNIST(t)
+	data := testenv.MNISTSpec(t)
 	base := []string{"train", "--model", model, "--data", data, "--out", filepath.Join(t.TempDir(), "out")}
 	for _, c := range []struct {
 		args []string
@@ -106,7 +97,7 @@ func TestTrainExitCodes(t *testing.T) {
 // TestTrainProgress checks the human output when stderr is not a terminal: a line per
 // evaluation after a step (the end of each epoch here) and the summary.
 func TestTrainProgress(t *testing.T) {
-	code, stdout, stderr := runCLI("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", moduleMNIST(t),
+	code, stdout, stderr := runCLI("train", "--model", fixture("mlp", "seed1", "ckpt_000.onnx"), "--data", testenv.MNISTSpec(t),
 		"--limit", "8", "--val-limit", "8", "--batch", "4", "--epochs", "2", "--out", filepath.Join(t.TempDir(), "out"))
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)

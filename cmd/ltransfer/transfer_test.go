@@ -16,6 +16,7 @@ import (
 
 	"github.com/ltransfer/ltransfer/convert"
 	"github.com/ltransfer/ltransfer/graph"
+	"github.com/ltransfer/ltransfer/internal/testenv"
 	"github.com/ltransfer/ltransfer/models"
 )
 
@@ -31,7 +32,7 @@ type transferEnv struct {
 func newTransferEnv(t *testing.T) transferEnv {
 	t.Helper()
 	return transferEnv{dir: t.TempDir(), first: fixture("mlp", "seed1", "ckpt_000.onnx"), last: fixture("mlp", "seed1", "ckpt_001.onnx"),
-		init: fixture("mlp", "seed2", "ckpt_000.onnx"), data: moduleMNIST(t)}
+		init: fixture("mlp", "seed2", "ckpt_000.onnx"), data: testenv.MNISTSpec(t)}
 }
 
 // transfer runs ltransfer transfer with the environment's files; each override "--flag=value"

@@ -65,42 +65,30 @@ var specFields = func() map[string]specField {
 	return fields
 }()
 
-// stringList is a string or a list of strings.
-type stringList []string
+// oneOrMany is a value or a list of values in a manifest.
+type oneOrMany[T string | float32] []T
 
-func (l *stringList) UnmarshalJSON(data []byte) error {
+// stringList is a string or a list of strings; floatList a number or a list of numbers.
+type (
+	stringList = oneOrMany[string]
+	floatList  = oneOrMany[float32]
+)
+
+func (l *oneOrMany[T]) UnmarshalJSON(data []byte) error {
 	if string(data) == "null" {
 		*l = nil
 		return nil
 	}
-	var one string
+	var one T
 	if err := json.Unmarshal(data, &one); err == nil {
-		*l = stringList{one}
+		*l = oneOrMany[T]{one}
 		return nil
 	}
-	var many []string
+	var many []T
 	if err := json.Unmarshal(data, &many); err != nil {
-		return errors.New("want a string or a list of strings")
-	}
-	*l = many
-	return nil
-}
-
-// floatList is a number or a list of numbers.
-type floatList []float32
-
-func (l *floatList) UnmarshalJSON(data []byte) error {
-	if string(data) == "null" {
-		*l = nil
-		return nil
-	}
-	var one float32
-	if err := json.Unmarshal(data, &one); err == nil {
-		*l = floatList{one}
-		return nil
-	}
-	var many []float32
-	if err := json.Unmarshal(data, &many); err != nil {
+		if _, isString := any(one).(string); isString {
+			return errors.New("want a string or a list of strings")
+		}
 		return errors.New("want a number or a list of numbers")
 	}
 	*l = many

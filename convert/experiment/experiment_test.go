@@ -20,16 +20,6 @@ import (
 	"github.com/ltransfer/ltransfer/internal/testenv"
 )
 
-// moduleMNIST returns the data spec of the real MNIST files.
-func moduleMNIST(t *testing.T) string {
-	t.Helper()
-	dir, err := dataset.ModuleMNIST()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return "mnist:" + dir
-}
-
 // experimentOptions are the settings: K = 10 cosine, batch 128, SGD lr 0.01 with
 // momentum 0.9, one fine-tuning epoch evaluated every 25 steps, MNIST normalised as the
 // fixtures were trained.
@@ -37,7 +27,7 @@ func experimentOptions(t *testing.T, scenario string) Options {
 	return Options{Scenario: scenario, Arch: "mlp:784,256,10", SourceSeed: 1, TargetSeed: 2,
 		Epochs: 10, Methods: []string{"naive", "fgmt", "gmt", "oracle"}, Steps: 10, Schedule: convert.Cosine,
 		GradBatches: 1, NormBatches: 20, FinetuneEpochs: 1, EvalEvery: 25, Batch: 128, LR: 0.01, Momentum: 0.9,
-		Seed: 1, Data: moduleMNIST(t), Mean: []float32{0.1307}, Std: []float32{0.3081},
+		Seed: 1, Data: testenv.MNISTSpec(t), Mean: []float32{0.1307}, Std: []float32{0.3081},
 		ValFraction: dataset.DefaultValFraction, Out: filepath.Join(t.TempDir(), "experiment")}
 }
 

