@@ -35,9 +35,9 @@ Each case and method runs in a fresh process, so that its peak resident memory i
 table gives the wall time of the transfer and its split into gradients, score products,
 assignments, evaluation and the rest; the peak RSS during the transfer; the transfer's memory
 (peak RSS minus the RSS of the runtime and the data before the checkpoints were loaded) and the
-bytes of the buffers the algorithm must hold at once (checkpoints, initialization, a source and a
-transferred point, the gradient pairs the method keeps, the largest score matrix), with their
-ratio; and the best validation accuracy.
+bytes of the buffers the algorithm must hold at once (checkpoints, initialization, the point in
+the session, the largest parameter, the gradient pairs the method keeps, the largest score
+matrix), with their ratio; and the best validation accuracy.
 
 With --passes FILE.onnx it times the model's passes instead, each in a fresh process: a training
 pass (forward, cross-entropy and every parameter's gradient, BatchNorm with batch statistics), an
@@ -97,7 +97,7 @@ func benchParent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows []*BenchResult
+	var rows []*benchResult
 	for _, model := range strings.Split(c.String("models"), ",") {
 		if model == "mlp4096" {
 			if _, err := os.Stat(filepath.Join(c.String("checkpoints"), "mlp4096", "seed2", "ckpt_000.onnx")); err != nil {
@@ -118,7 +118,7 @@ func benchParent(c *cli.Context) error {
 			if err := cmd.Run(); err != nil {
 				return fmt.Errorf("bench %s %s: %w", model, method, err)
 			}
-			var r BenchResult
+			var r benchResult
 			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 				return fmt.Errorf("bench %s %s: reading the result: %w", model, method, err)
 			}
@@ -149,11 +149,11 @@ func benchChild(c *cli.Context) error {
 		return err
 	}
 	debug.FreeOSMemory()
-	_, base, err := ReadRSS()
+	_, base, err := readRSS()
 	if err != nil {
 		return err
 	}
-	bc, err := benchCase(c.String("models"), c.String("checkpoints"), c.String("fixtures"))
+	bc, err := loadBenchCase(c.String("models"), c.String("checkpoints"), c.String("fixtures"))
 	if err != nil {
 		return err
 	}
@@ -161,20 +161,20 @@ func benchChild(c *cli.Context) error {
 		GradBatches: 1, NormBatches: 20, Seed: c.Uint64("seed"), Train: train, Val: val}
 	if !c.Bool("quiet") {
 		progress := newProgress(c.App.ErrWriter, false)
-		progress.start(bc.Model + " " + opt.Method)
+		progress.start(bc.model + " " + opt.Method)
 		opt.Progress = progress.step
 		defer progress.done()
 	}
 	lowerGC() // as the transfer command does
-	r, err := Bench(c.Context, *bc, opt, base)
+	r, err := benchTransfer(c.Context, *bc, opt, base)
 	if err != nil {
 		return err
 	}
 	return json.NewEncoder(c.App.Writer).Encode(r)
 }
 
-// benchCase loads the named case.
-func benchCase(model, checkpoints, fixtures string) (*BenchCase, error) {
+// loadBenchCase loads the named case.
+func loadBenchCase(model, checkpoints, fixtures string) (*benchCase, error) {
 	switch model {
 	case "mlp4096":
 		dir := filepath.Join(checkpoints, "mlp4096")
@@ -186,7 +186,7 @@ func benchCase(model, checkpoints, fixtures string) (*BenchCase, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &BenchCase{Model: model, Source: src, Init: init}, nil
+		return &benchCase{model: model, source: src, init: init}, nil
 	case "cnn", "resnet":
 		dir := filepath.Join(fixtures, model, "seed1")
 		src, err := convert.LoadTrajectory(filepath.Join(dir, "ckpt_000.onnx"), filepath.Join(dir, "ckpt_002.onnx"))
@@ -202,7 +202,7 @@ func benchCase(model, checkpoints, fixtures string) (*BenchCase, error) {
 		}
 		init := *first
 		init.Params, init.Path = params, first.Path+" (redrawn, seed 2)"
-		return &BenchCase{Model: model, Source: src, Init: &init}, nil
+		return &benchCase{model: model, source: src, init: &init}, nil
 	}
 	return nil, usagef("unknown bench model %q (want mlp4096, cnn or resnet)", model)
 }
@@ -214,8 +214,8 @@ func passParent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var rows []*PassResult
-	for _, pass := range Passes {
+	var rows []*passResult
+	for _, pass := range benchPasses {
 		cmd := exec.Command(exe, "bench", "--child", "--pass", pass, "--passes", c.String("passes"),
 			"--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")))
 		var out bytes.Buffer
@@ -223,13 +223,13 @@ func passParent(c *cli.Context) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("bench %s pass: %w", pass, err)
 		}
-		var r PassResult
+		var r passResult
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 			return fmt.Errorf("bench %s pass: reading the result: %w", pass, err)
 		}
 		rows = append(rows, &r)
 	}
-	var torch []*PassResult
+	var torch []*passResult
 	if py := c.String("torch"); py != "" {
 		script := filepath.Join(c.String("fixtures"), "gen", "bench_resnet_torch.py")
 		cmd := exec.Command(py, script, "--json", "--batch", fmt.Sprint(c.Int("batch")), "--runs", fmt.Sprint(c.Int("runs")),
@@ -273,7 +273,7 @@ func passChild(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := BenchPass(m, c.String("pass"), c.Int("batch"), c.Int("runs"))
+	r, err := benchPass(m, c.String("pass"), c.Int("batch"), c.Int("runs"))
 	if err != nil {
 		return err
 	}

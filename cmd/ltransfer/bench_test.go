@@ -21,7 +21,7 @@ func TestBenchChild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())
 	}
-	var r BenchResult
+	var r benchResult
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out.String())
 	}
@@ -37,14 +37,14 @@ func TestBenchChild(t *testing.T) {
 // --passes runs them, and checks the JSON result; an unknown pass is refused.
 func TestBenchPassChild(t *testing.T) {
 	model := filepath.Join(fixture(), "resnet", "seed1", "ckpt_000.onnx")
-	for _, pass := range Passes {
+	for _, pass := range benchPasses {
 		var out, errOut bytes.Buffer
 		app := &cli.App{Name: "ltransfer", Writer: &out, ErrWriter: &errOut, Commands: []*cli.Command{benchCommand()}}
 		err := app.Run([]string{"ltransfer", "bench", "--child", "--pass", pass, "--passes", model, "--batch", "4", "--runs", "2"})
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", pass, err, errOut.String())
 		}
-		var r PassResult
+		var r passResult
 		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 			t.Fatalf("%s: not JSON: %v\n%s", pass, err, out.String())
 		}

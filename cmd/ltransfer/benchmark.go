@@ -17,18 +17,18 @@ import (
 	"github.com/ltransfer/ltransfer/graph"
 )
 
-// BenchCase is one transfer that the benchmark times: a source trajectory and a new
+// benchCase is one transfer that the benchmark times: a source trajectory and a new
 // initialization of the same architecture.
-type BenchCase struct {
-	// Model names the case in the table (mlp4096, cnn, resnet).
-	Model string
-	// Source is the source run's checkpoints in order; Init the new initialization.
-	Source *convert.Trajectory
-	Init   *graph.Model
+type benchCase struct {
+	// model names the case in the table (mlp4096, cnn, resnet).
+	model string
+	// source is the source run's checkpoints in order; init the new initialization.
+	source *convert.Trajectory
+	init   *graph.Model
 }
 
-// BenchResult is what the benchmark measured for one case and method.
-type BenchResult struct {
+// benchResult is what the benchmark measured for one case and method.
+type benchResult struct {
 	Model  string `json:"model"`
 	Method string `json:"method"`
 	BLAS   string `json:"blas"`
@@ -54,34 +54,36 @@ type BenchResult struct {
 	PeakRSSBytes  int64 `json:"peak_rss_bytes"`
 	BaseRSSBytes  int64 `json:"base_rss_bytes"`
 	TransferBytes int64 `json:"transfer_bytes"`
-	// BufferBytes is the sum of the buffers the algorithm must hold at once: the checkpoints,
-	// the initialization, one source and one transferred point, the gradient pairs the method
-	// keeps at its last step (GMT: the targets of every point and the cached sources; FGMT:
-	// every pair) and the score matrix of the largest group (float64).
+	// BufferBytes is the sum of the buffers the algorithm must hold at once (see bufferBytes):
+	// the T checkpoints, the initialization, the model's parameters in the session (the point
+	// whose gradient or accuracy is computed: the source and the transferred points are
+	// written there in turn), the scratch copy of the largest parameter, the gradient pairs
+	// the method keeps at its last step (GMT: the targets of every point and the cached
+	// sources; FGMT: every pair) and the float64 score matrix of the largest group.
 	BufferBytes int64 `json:"buffer_bytes"`
 }
 
-// Bench runs one transfer of c with opt (opt.Progress and the method included) and returns its
+// benchTransfer runs one transfer of c with opt (opt.Progress and the method included) and returns its
 // timings, accuracy and memory. baseRSS is the resident memory measured before the
-// checkpoints were loaded (see ReadRSS); the peak is read from the kernel's high-water mark,
+// checkpoints were loaded (see readRSS); the peak is read from the kernel's high-water mark,
 // reset just before the transfer starts when the kernel allows it.
-func Bench(ctx context.Context, c BenchCase, opt convert.Options, baseRSS int64) (*BenchResult, error) {
+func benchTransfer(ctx context.Context, c benchCase, opt convert.Options, baseRSS int64) (*benchResult, error) {
 	buffers, err := bufferBytes(c, opt)
 	if err != nil {
 		return nil, err
 	}
 	resetPeakRSS()
 	start := time.Now()
-	res, err := convert.Transfer(ctx, c.Source, c.Init, opt, nil)
+	res, err := convert.Transfer(ctx, c.source, c.init, opt, nil)
 	if err != nil {
 		return nil, err
 	}
 	wall := time.Since(start).Seconds()
-	peak, _, err := ReadRSS()
+	peak, _, err := readRSS()
 	if err != nil {
 		return nil, err
 	}
-	r := &BenchResult{Model: c.Model, Method: opt.Method, BLAS: graph.BLAS, Seconds: wall, Steps: len(res.Steps) - 1,
+	r := &benchResult{Model: c.model, Method: opt.Method, BLAS: graph.BLAS, Seconds: wall, Steps: len(res.Steps) - 1,
 		BestAccuracy: res.Steps[res.Best].Accuracy, BestStep: res.Best, PeakRSSBytes: peak, BaseRSSBytes: baseRSS,
 		TransferBytes: peak - baseRSS, BufferBytes: buffers}
 	for _, s := range res.Steps {
@@ -99,13 +101,28 @@ func Bench(ctx context.Context, c BenchCase, opt convert.Options, baseRSS int64)
 }
 
 // bufferBytes returns the bytes of the buffers a transfer of c must hold at once (see
-// BenchResult.BufferBytes). The size of one gradient is measured on one batch, in the form the
-// transfer keeps it (dense layers' weights as factors where that is smaller); averaging over
-// GradBatches batches stacks their factors.
-func bufferBytes(c BenchCase, opt convert.Options) (int64, error) {
-	point := c.Init.Params.Bytes()
+// benchResult.BufferBytes), with T the number of checkpoints, P the bytes of one set of
+// parameters (every float32 initializer), L the bytes of the largest parameter, G the bytes of
+// one gradient, N the gradient pairs kept at the last step (K·(T-1) for GMT and FGMT, none for
+// the other methods) and g the size of the largest group:
+//
+//	(T+2)·P + L + 2·N·G + 8·g²
+//
+// (T+2)·P are the checkpoints, the initialization and the session's parameters, which hold
+// the source and the transferred points in turn; L is the scratch into which the transfer
+// writes theta1_j - theta1_0 one parameter at a time (convert.Transfer holds no
+// parameter-sized buffer of differences). G is measured on one batch, in the form the
+// transfer keeps a gradient (dense layers' weights as factors where that is smaller);
+// averaging over GradBatches batches stacks their factors. Activations and the data set are
+// not counted.
+func bufferBytes(c benchCase, opt convert.Options) (int64, error) {
+	point := c.init.Params.Bytes()
+	var scratch int64
+	for _, p := range c.init.Params {
+		scratch = max(scratch, 4*int64(len(p.Data)))
+	}
 	n := min(opt.Batch, opt.Train.Len())
-	s, err := graph.NewSession(c.Init, n)
+	s, err := graph.NewSession(c.init, n)
 	if err != nil {
 		return 0, err
 	}
@@ -125,7 +142,7 @@ func bufferBytes(c BenchCase, opt convert.Options) (int64, error) {
 	for _, l := range g.LowRank {
 		grad += 4 * int64(opt.GradBatches*(len(l.U)+len(l.V)))
 	}
-	spec, _, err := graph.Symmetries(c.Init)
+	spec, _, err := graph.Symmetries(c.init)
 	if err != nil {
 		return 0, err
 	}
@@ -135,14 +152,14 @@ func bufferBytes(c BenchCase, opt convert.Options) (int64, error) {
 	}
 	pairs := int64(0)
 	if opt.Method == "gmt" || opt.Method == "fgmt" {
-		pairs = int64(opt.Steps * (len(c.Source.Checkpoints) - 1))
+		pairs = int64(opt.Steps * (len(c.source.Checkpoints) - 1))
 	}
-	return int64(len(c.Source.Checkpoints)+3)*point + 2*pairs*grad + 8*largest*largest, nil
+	return int64(len(c.source.Checkpoints)+2)*point + scratch + 2*pairs*grad + 8*largest*largest, nil
 }
 
-// ReadRSS returns the process's peak and current resident memory in bytes (VmHWM and VmRSS of
+// readRSS returns the process's peak and current resident memory in bytes (VmHWM and VmRSS of
 // /proc/self/status; Linux only).
-func ReadRSS() (peak, current int64, err error) {
+func readRSS() (peak, current int64, err error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench: reading memory use: %w", err)
@@ -177,14 +194,14 @@ func resetPeakRSS() {
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }
 
-// Passes are the passes BenchPass times: a training pass (forward, mean cross-entropy and the
+// benchPasses are the passes benchPass times: a training pass (forward, mean cross-entropy and the
 // gradient of every trainable parameter, BatchNorm with batch statistics), an evaluation pass
 // (forward with BatchNorm's running statistics) and a BatchNorm-statistics pass (the running
 // statistics of the current parameters from one batch).
-var Passes = []string{"train", "eval", "stats"}
+var benchPasses = []string{"train", "eval", "stats"}
 
-// PassResult is what BenchPass measured for one pass of a model.
-type PassResult struct {
+// passResult is what benchPass measured for one pass of a model.
+type passResult struct {
 	Pass  string `json:"pass"`
 	BLAS  string `json:"blas"`
 	Batch int    `json:"batch"`
@@ -199,11 +216,11 @@ type PassResult struct {
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 }
 
-// BenchPass times one of Passes of m on a batch of seeded random normal inputs (and uniform
+// benchPass times one of benchPasses of m on a batch of seeded random normal inputs (and uniform
 // labels over the model's classes), runs times after a warm-up.
-func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error) {
-	if !slices.Contains(Passes, pass) {
-		return nil, fmt.Errorf("bench: unknown pass %q (want one of %s)", pass, strings.Join(Passes, ", "))
+func benchPass(m *graph.Model, pass string, batch, runs int) (*passResult, error) {
+	if !slices.Contains(benchPasses, pass) {
+		return nil, fmt.Errorf("bench: unknown pass %q (want one of %s)", pass, strings.Join(benchPasses, ", "))
 	}
 	if runs < 1 {
 		return nil, fmt.Errorf("bench: %d runs", runs)
@@ -255,13 +272,13 @@ func BenchPass(m *graph.Model, pass string, batch, runs int) (*PassResult, error
 			cpu = append(cpu, cpuSeconds()-c0)
 		}
 	}
-	peak, _, err := ReadRSS()
+	peak, _, err := readRSS()
 	if err != nil {
 		return nil, err
 	}
 	slices.Sort(times)
 	slices.Sort(cpu)
-	return &PassResult{Pass: pass, BLAS: graph.BLAS, Batch: batch, MinSeconds: times[0], MedianSeconds: times[len(times)/2],
+	return &passResult{Pass: pass, BLAS: graph.BLAS, Batch: batch, MinSeconds: times[0], MedianSeconds: times[len(times)/2],
 		CPUSeconds: cpu[len(cpu)/2], PeakRSSBytes: peak}, nil
 }
 
