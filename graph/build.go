@@ -418,18 +418,6 @@ func (b *builder) symbolic(v value) (*G.Node, error) {
 	return G.NewConstant(tensor.New(tensor.WithShape(v.k.shape...), tensor.WithBacking(append([]float32(nil), data...)))), nil
 }
 
-// known returns input i of n, which must be known at build time.
-func (b *builder) known(n *Node, i int) (*konst, error) {
-	v, err := b.need(n, i)
-	if err != nil {
-		return nil, err
-	}
-	if v.k == nil {
-		return nil, fmt.Errorf("input %d (%q) must be a constant (a shape computation), it depends on the data: %w", i, n.Inputs[i], ErrUnsupported)
-	}
-	return v.k, nil
-}
-
 func (b *builder) set(n *Node, v value) {
 	b.vals[n.Outputs[0]] = v
 }
@@ -485,7 +473,7 @@ var opBuilders = map[string]func(*builder, *Node) error{
 	"MaxPool": (*builder).pool, "AveragePool": (*builder).pool, "GlobalAveragePool": (*builder).pool,
 	"Clip": (*builder).clip, "HardSigmoid": (*builder).unary, "HardSwish": (*builder).unary,
 	"Erf": (*builder).unary, "Sqrt": (*builder).unary, "ConstantOfShape": (*builder).constantOfShape,
-	"Pow": (*builder).pow, "Pad": (*builder).pad, "Slice": (*builder).slice, "Split": (*builder).split,
+	"Pow": (*builder).pow, "Pad": (*builder).moved, "Slice": (*builder).moved, "Split": (*builder).moved,
 	"ReduceMean": (*builder).reduceMean, "LayerNormalization": (*builder).layerNorm,
 }
 

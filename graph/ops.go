@@ -119,15 +119,7 @@ func shapeKonst(n *Node, s []int) *konst {
 }
 
 func (b *builder) gather(n *Node) error {
-	data, err := b.known(n, 0)
-	if err != nil {
-		return err
-	}
-	idx, err := b.known(n, 1)
-	if err != nil {
-		return err
-	}
-	k, err := gatherKonst(n, data, idx)
+	k, err := gatherKonst(b, n)
 	if err != nil {
 		return err
 	}
@@ -135,8 +127,16 @@ func (b *builder) gather(n *Node) error {
 	return nil
 }
 
-// gatherKonst is the output of Gather node n on known data and indices.
-func gatherKonst(n *Node, data, idx *konst) (*konst, error) {
+// gatherKonst is the output of Gather node n, whose data and indices must be known.
+func gatherKonst(ops operands, n *Node) (*konst, error) {
+	data, err := knownInput(ops, n, 0)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := knownInput(ops, n, 1)
+	if err != nil {
+		return nil, err
+	}
 	if len(data.shape) == 0 {
 		return nil, fmt.Errorf("gather from a scalar")
 	}
@@ -177,7 +177,7 @@ func (b *builder) reshape(n *Node) error {
 		return err
 	}
 	in := v.shape()
-	out, err := reshapedShape(n, in, func(i int) (*konst, error) { return b.known(n, i) })
+	out, err := reshapedShape(b, n, in)
 	if err != nil {
 		return err
 	}
@@ -198,12 +198,12 @@ func (b *builder) reshape(n *Node) error {
 }
 
 // reshapedShape is the output shape of Reshape, Flatten, Squeeze or Unsqueeze node n on an input
-// of shape in; known returns the node's known inputs (the target shape, the axes).
-func reshapedShape(n *Node, in []int, known func(i int) (*konst, error)) ([]int, error) {
+// of shape in; the target shape and the axes, when they are inputs, must be known.
+func reshapedShape(ops operands, n *Node, in []int) ([]int, error) {
 	var out []int
 	switch n.Op {
 	case "Reshape":
-		target, err := known(1)
+		target, err := knownInput(ops, n, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +222,7 @@ func reshapedShape(n *Node, in []int, known func(i int) (*konst, error)) ([]int,
 	case "Unsqueeze", "Squeeze":
 		axes := n.attrInts("axes")
 		if len(n.Inputs) > 1 && n.Inputs[1] != "" {
-			k, err := known(1)
+			k, err := knownInput(ops, n, 1)
 			if err != nil {
 				return nil, err
 			}
@@ -324,22 +324,20 @@ func squeezeShape(in, axes []int, unsqueeze bool) ([]int, error) {
 }
 
 func (b *builder) concat(n *Node) error {
-	var vals []value
-	allKnown := true
-	for i := range n.Inputs {
-		v, err := b.need(n, i)
-		if err != nil {
-			return err
-		}
-		vals = append(vals, v)
-		allKnown = allKnown && v.k != nil
-	}
-	rank := len(vals[0].shape())
-	axis, err := normAxis(int(n.attrInt("axis", 0)), rank)
+	vals, err := needAll(n, b.need)
 	if err != nil {
 		return err
 	}
-	if !allKnown {
+	rank := len(vals[0].shape())
+	axis, err := concatAxis(n, rank)
+	if err != nil {
+		return err
+	}
+	ks := make([]*konst, len(vals))
+	for i, v := range vals {
+		ks[i] = v.k
+	}
+	if slices.Contains(ks, nil) {
 		nodes := make(G.Nodes, len(vals))
 		for i, v := range vals {
 			if nodes[i], err = b.symbolic(v); err != nil {
@@ -355,10 +353,6 @@ func (b *builder) concat(n *Node) error {
 	}
 	if axis != 0 || rank != 1 {
 		return fmt.Errorf("concatenation of constants of rank %d along axis %d: %w", rank, axis, ErrUnsupported)
-	}
-	ks := make([]*konst, len(vals))
-	for i, v := range vals {
-		ks[i] = v.k
 	}
 	out, err := concatKonsts(ks)
 	if err != nil {
@@ -396,10 +390,8 @@ func (b *builder) cast(n *Node) error {
 	to := n.attrInt("to", 0)
 	const float, int64Type, int32Type = 1, 7, 6
 	switch {
-	case v.k != nil && (to == int64Type || to == int32Type):
-		b.set(n, value{k: &konst{shape: v.k.shape, ints: v.k.asInts()}})
-	case v.k != nil && to == float:
-		b.set(n, value{k: &konst{shape: v.k.shape, floats: append([]float32{}, v.k.asFloats()...)}})
+	case v.k != nil && (to == float || to == int64Type || to == int32Type):
+		b.set(n, value{k: castKonst(v.k, to)})
 	case v.node != nil && to == float:
 		b.set(n, v)
 	default:
@@ -413,14 +405,14 @@ func (b *builder) transpose(n *Node) error {
 	if err != nil {
 		return err
 	}
-	perm := n.attrInts("perm")
-	if perm == nil {
-		for i := len(v.shape()) - 1; i >= 0; i-- {
-			perm = append(perm, i)
-		}
+	mv, perm, err := transposeRule(n, v.shape())
+	if err != nil {
+		return err
 	}
-	if len(v.shape()) != 2 || v.k != nil {
-		return b.transposeND(n, v, perm)
+	// Any rank but a weight's 2-D transpose is an index map (the channel shuffle of ShuffleNet
+	// transposes a 5-D tensor).
+	if len(perm) != 2 || v.k != nil {
+		return b.move(n, n.Outputs[0], v, mv, 0)
 	}
 	x, err := b.symbolic(v)
 	if err != nil {
@@ -739,16 +731,7 @@ func (b *builder) conv(n *Node) error {
 	if group < 1 {
 		return fmt.Errorf("group=%d", group)
 	}
-	kernel := []int{w.Shape()[2], w.Shape()[3]}
-	strides, err := n.window2("strides", 1)
-	if err != nil {
-		return err
-	}
-	dilations, err := n.window2("dilations", 1)
-	if err != nil {
-		return err
-	}
-	pads, err := pads2D(n, x.Shape()[2:], kernel, strides, dilations)
+	strides, dilations, pads, err := windowOf(n, x.Shape()[2:], w.Shape()[2:])
 	if err != nil {
 		return err
 	}
@@ -832,28 +815,21 @@ func (b *builder) pool(n *Node) error {
 	}
 	k := &pool2D{max: n.Op == "MaxPool", global: n.Op == "GlobalAveragePool"}
 	if !k.global {
-		if n.attrInts("kernel_shape") == nil {
-			return fmt.Errorf("the kernel_shape attribute is missing")
-		}
-		kernel, err := n.window2("kernel_shape", 0)
-		if err != nil {
-			return err
-		}
-		strides, err := n.window2("strides", 1)
+		kernel, err := poolKernel(n)
 		if err != nil {
 			return err
 		}
 		if d, err := n.window2("dilations", 1); err != nil || d[0] != 1 || d[1] != 1 {
 			return fmt.Errorf("dilated pooling is %w", ErrUnsupported)
 		}
-		k.ceil = n.attrInt("ceil_mode", 0) == 1
 		if len(n.Outputs) > 1 && n.Outputs[1] != "" && b.m.isRead(n.Outputs[1]) {
 			return fmt.Errorf("the MaxPool indices output is %w", ErrUnsupported)
 		}
-		pads, err := pads2D(n, x.Shape()[2:], kernel, strides, []int{1, 1})
+		strides, _, pads, err := windowOf(n, x.Shape()[2:], kernel)
 		if err != nil {
 			return err
 		}
+		k.ceil = n.attrInt("ceil_mode", 0) == 1
 		k.kh, k.kw, k.sh, k.sw = kernel[0], kernel[1], strides[0], strides[1]
 		k.top, k.left, k.bottom, k.right = pads[0], pads[1], pads[2], pads[3]
 		k.countPad = n.attrInt("count_include_pad", 0) == 1

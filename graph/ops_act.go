@@ -18,16 +18,17 @@ func (b *builder) constInput(n *Node, i int) (k *konst, ok bool, err error) {
 	if v, found := b.vals[name]; found && v.k != nil {
 		return v.k, true, nil
 	}
-	if p, found := b.m.Params[name]; found {
-		if info, _ := b.m.Info(name); !info.Trainable {
-			return &konst{shape: p.Shape, floats: p.Data}, true, nil
-		}
+	if k := b.m.constParam(name); k != nil {
+		return k, true, nil
 	}
 	if _, err := b.need(n, i); err != nil {
 		return nil, false, err
 	}
-	return nil, false, fmt.Errorf("input %d (%q) must be a constant, it is computed or trainable: %w", i, name, ErrUnsupported)
+	return nil, false, notConstant(n, i)
 }
+
+// opset returns the model's opset.
+func (b *builder) opset() int64 { return b.m.Opset }
 
 // scalarInput returns input i of n, a known single value, or def when the input is omitted.
 func (b *builder) scalarInput(n *Node, i int, def float64) (float64, error) {

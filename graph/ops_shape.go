@@ -11,15 +11,16 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// This file holds the operators that move values without computing new ones (Slice, Split, Pad,
-// Concat, Transpose of any rank) and the reductions (ReduceMean). The movers are one kernel,
-// indexed: every output element reads one input element (or a fill value), so the gradient
-// scatters the output gradient back through the same index map.
+// This file holds the kernels of the operators that move values without computing new ones
+// (Slice, Split, Pad, Concat, Transpose of any rank) and of the reductions (ReduceMean); their
+// shape rules are in shaperules.go. The movers are one kernel, indexed: every output element
+// reads one input element (or a fill value), so the gradient scatters the output gradient back
+// through the same index map.
 
 // constantOfShape is ConstantOfShape, a shape computation: a known tensor of the shape input 0
 // holds, filled with the value attribute (a one-element tensor; float 0 when absent).
 func (b *builder) constantOfShape(n *Node) error {
-	shape, err := b.known(n, 0)
+	shape, err := knownInput(b, n, 0)
 	if err != nil {
 		return err
 	}
@@ -133,28 +134,24 @@ func (k *indexed) backward(_ int, _ [][]float32, _ []tensor.Shape, _, dOut, dIn 
 	return nil
 }
 
-// move adds the output of n computed by an index map of its input v: a kernel for a symbolic
-// input, a gather for a known one (a shape computation).
-func (b *builder) move(n *Node, out string, v value, outShape []int, src func([]int) bool, fill float32) error {
+// move adds the output of n computed by the movement mv of its input v (see movement): a
+// kernel for a symbolic input, a gather for a known one (a shape computation).
+func (b *builder) move(n *Node, out string, v value, mv movement, fill float32) error {
 	in := v.shape()
-	idx := indexMap(in, outShape, src)
 	if v.k != nil {
-		flat := make([]int, len(idx))
-		for o, i := range idx {
-			if i < 0 {
-				return fmt.Errorf("padding a constant: %w", ErrUnsupported)
-			}
-			flat[o] = int(i)
+		k, err := movedKonst(v.k, in, mv)
+		if err != nil {
+			return err
 		}
-		b.vals[out] = value{k: v.k.gather(flat, slices.Clone(outShape))}
+		b.vals[out] = value{k: k}
 		return nil
 	}
 	x, err := b.symbolic(v)
 	if err != nil {
 		return err
 	}
-	y, err := applyKernel(&indexed{label: fmt.Sprintf("%s%v->%v", n.Op, in, outShape), idx: idx, fill: fill,
-		from: tensor.Shape(in).Clone(), to: tensor.Shape(outShape).Clone()}, x)
+	y, err := applyKernel(&indexed{label: fmt.Sprintf("%s%v->%v", n.Op, in, mv.out), idx: indexMap(in, mv.out, mv.src), fill: fill,
+		from: tensor.Shape(in).Clone(), to: tensor.Shape(mv.out).Clone()}, x)
 	if err != nil {
 		return err
 	}
@@ -162,251 +159,36 @@ func (b *builder) move(n *Node, out string, v value, outShape []int, src func([]
 	return nil
 }
 
-// intsInput returns the integers of input i, or of attribute attr before the opset in which
-// the attribute became an input; nil when neither is given.
-func (b *builder) intsInput(n *Node, i int, attr string, inputSince int64) ([]int, error) {
-	if b.m.Opset < inputSince {
-		return n.attrInts(attr), nil
-	}
-	k, ok, err := b.constInput(n, i)
-	if err != nil || !ok {
-		return nil, err
-	}
-	out := make([]int, 0, k.size())
-	for _, v := range k.asInts() {
-		out = append(out, clampInt(v))
-	}
-	return out, nil
-}
-
-// clampInt converts an int64 (ends of INT64_MAX are common) to an int within +-2^40.
-func clampInt(v int64) int {
-	const lim = 1 << 40
-	return int(min(max(v, -lim), lim))
-}
-
-// axesOf normalises axes for a rank, refusing repeats.
-func axesOf(axes []int, rank int) ([]int, error) {
-	out := make([]int, len(axes))
-	for i, a := range axes {
-		a, err := normAxis(a, rank)
-		if err != nil {
-			return nil, err
-		}
-		if slices.Contains(out[:i], a) {
-			return nil, fmt.Errorf("axis %d repeated in %v", a, axes)
-		}
-		out[i] = a
-	}
-	return out, nil
-}
-
-// slice is Slice: starts, ends, axes and steps are attributes before opset 10 and inputs 1-4
-// from opset 10 on, clamped as ONNX specifies.
-func (b *builder) slice(n *Node) error {
+// moved adds Slice, Split and Pad nodes (see moveRules): the outputs that are read, padding
+// filled with the Pad value (attribute value before opset 11, input 2 from opset 11 on).
+func (b *builder) moved(n *Node) error {
 	v, err := b.need(n, 0)
 	if err != nil {
 		return err
 	}
-	in := v.shape()
-	starts, err := b.intsInput(n, 1, "starts", 10)
+	mvs, err := moveRules[n.Op](b, n, v.shape())
 	if err != nil {
 		return err
 	}
-	ends, err := b.intsInput(n, 2, "ends", 10)
-	if err != nil {
-		return err
-	}
-	axes, err := b.intsInput(n, 3, "axes", 10)
-	if err != nil {
-		return err
-	}
-	steps, err := b.intsInput(n, 4, "steps", 10)
-	if err != nil {
-		return err
-	}
-	if len(starts) != len(ends) || (axes != nil && len(axes) != len(starts)) || (steps != nil && len(steps) != len(starts)) {
-		return fmt.Errorf("Slice starts %v, ends %v, axes %v, steps %v differ in length", starts, ends, axes, steps)
-	}
-	if axes == nil {
-		for i := range starts {
-			axes = append(axes, i)
+	fill := 0.0
+	if n.Op == "Pad" {
+		fill = n.attrFloat("value", 0)
+		if b.m.Opset >= 11 {
+			if fill, err = b.scalarInput(n, 2, 0); err != nil {
+				return err
+			}
 		}
 	}
-	if axes, err = axesOf(axes, len(in)); err != nil {
-		return err
-	}
-	first, step := make([]int, len(in)), make([]int, len(in))
-	out := slices.Clone(in)
-	for i := range step {
-		step[i] = 1
-	}
-	for i, ax := range axes {
-		s := 1
-		if steps != nil {
-			s = steps[i]
-		}
-		if s == 0 {
-			return fmt.Errorf("Slice step 0 on axis %d", ax)
-		}
-		dim, start, end := in[ax], starts[i], ends[i]
-		if start < 0 {
-			start += dim
-		}
-		if end < 0 {
-			end += dim
-		}
-		if s > 0 {
-			start, end = min(max(start, 0), dim), min(max(end, 0), dim)
-			out[ax] = max(0, (end-start+s-1)/s)
-		} else {
-			start, end = min(max(start, 0), dim-1), min(max(end, -1), dim-1)
-			out[ax] = max(0, (start-end-s-1)/(-s))
-		}
-		first[ax], step[ax] = start, s
-	}
-	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
-		for ax := range c {
-			c[ax] = first[ax] + c[ax]*step[ax]
-		}
-		return true
-	}, 0)
-}
-
-// split is Split: the sizes are attribute split before opset 13 and input 1 from opset 13 on;
-// without them the axis is split into equal parts, one per output.
-func (b *builder) split(n *Node) error {
-	v, err := b.need(n, 0)
-	if err != nil {
-		return err
-	}
-	in := v.shape()
-	axis, err := normAxis(int(n.attrInt("axis", 0)), len(in))
-	if err != nil {
-		return err
-	}
-	sizes, err := b.intsInput(n, 1, "split", 13)
-	if err != nil {
-		return err
-	}
-	if sizes == nil {
-		parts := len(n.Outputs)
-		if k := n.attrInt("num_outputs", 0); k > 0 {
-			parts = int(k)
-		}
-		each := (in[axis] + parts - 1) / parts
-		for rest := in[axis]; rest > 0; rest -= each {
-			sizes = append(sizes, min(each, rest))
-		}
-	}
-	if len(sizes) != len(n.Outputs) {
-		return fmt.Errorf("Split into %v along axis %d has %d outputs", sizes, axis, len(n.Outputs))
-	}
-	if slices.Min(sizes) < 0 || sumInts(sizes) != in[axis] {
-		return fmt.Errorf("Split sizes %v do not add up to dimension %d (%d)", sizes, axis, in[axis])
-	}
-	offset := 0
-	for i, name := range n.Outputs {
-		off := offset
-		offset += sizes[i]
+	for i, mv := range mvs {
+		name := n.Outputs[i]
 		if name == "" || !b.m.isRead(name) {
 			continue
 		}
-		out := slices.Clone(in)
-		out[axis] = sizes[i]
-		if err := b.move(n, name, v, out, func(c []int) bool { c[axis] += off; return true }, 0); err != nil {
+		if err := b.move(n, name, v, mv, float32(fill)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func sumInts(v []int) int {
-	s := 0
-	for _, x := range v {
-		s += x
-	}
-	return s
-}
-
-// pad is Pad in constant mode: pads and value are attributes before opset 11, inputs 1 and 2
-// from opset 11 on (with optional axes, input 3, from opset 18). Negative pads crop.
-func (b *builder) pad(n *Node) error {
-	v, err := b.need(n, 0)
-	if err != nil {
-		return err
-	}
-	in := v.shape()
-	if mode := n.attrString("mode", "constant"); mode != "constant" {
-		return fmt.Errorf("Pad mode %q: only constant is %w", mode, ErrUnsupported)
-	}
-	pads, err := b.intsInput(n, 1, "pads", 11)
-	if err != nil {
-		return err
-	}
-	fill := n.attrFloat("value", 0)
-	if b.m.Opset >= 11 {
-		if fill, err = b.scalarInput(n, 2, 0); err != nil {
-			return err
-		}
-	}
-	axes, err := b.intsInput(n, 3, "", 18)
-	if err != nil {
-		return err
-	}
-	if axes == nil {
-		for i := range in {
-			axes = append(axes, i)
-		}
-	}
-	if axes, err = axesOf(axes, len(in)); err != nil {
-		return err
-	}
-	if len(pads) != 2*len(axes) {
-		return fmt.Errorf("Pad has %d pads for %d axes", len(pads), len(axes))
-	}
-	begin := make([]int, len(in))
-	out := slices.Clone(in)
-	for i, ax := range axes {
-		begin[ax] = pads[i]
-		out[ax] += pads[i] + pads[i+len(axes)]
-		if out[ax] < 0 {
-			return fmt.Errorf("Pad %v leaves axis %d of %v negative", pads, ax, in)
-		}
-	}
-	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
-		for ax := range c {
-			c[ax] -= begin[ax]
-			if c[ax] < 0 || c[ax] >= in[ax] {
-				return false
-			}
-		}
-		return true
-	}, float32(fill))
-}
-
-// transposeND is a Transpose of any rank but a weight's 2-D one: an index map (the channel
-// shuffle of ShuffleNet transposes a 5-D tensor).
-func (b *builder) transposeND(n *Node, v value, perm []int) error {
-	in := v.shape()
-	if len(perm) != len(in) {
-		return fmt.Errorf("Transpose perm %v for rank %d", perm, len(in))
-	}
-	if _, err := axesOf(perm, len(in)); err != nil {
-		return err
-	}
-	out := make([]int, len(in))
-	for i, p := range perm {
-		out[i] = in[p]
-	}
-	src := make([]int, len(in))
-	return b.move(n, n.Outputs[0], v, out, func(c []int) bool {
-		for i, p := range perm {
-			src[p] = c[i]
-		}
-		copy(c, src)
-		return true
-	}, 0)
 }
 
 // concatKernel concatenates its inputs along one axis.
@@ -428,22 +210,11 @@ func (k *concatKernel) blocks(in []tensor.Shape) (int, []int) {
 }
 
 func (k *concatKernel) outShape(in []tensor.Shape) (tensor.Shape, error) {
-	out := in[0].Clone()
-	if k.axis >= out.Dims() {
-		return nil, fmt.Errorf("Concat axis %d of rank-%d inputs", k.axis, out.Dims())
+	shapes := make([][]int, len(in))
+	for i, s := range in {
+		shapes[i] = s
 	}
-	for _, s := range in[1:] {
-		if s.Dims() != out.Dims() {
-			return nil, fmt.Errorf("Concat of shapes %v and %v", in[0], s)
-		}
-		for ax := range s {
-			if ax != k.axis && s[ax] != out[ax] {
-				return nil, fmt.Errorf("Concat along axis %d of shapes %v and %v", k.axis, in[0], s)
-			}
-		}
-		out[k.axis] += s[k.axis]
-	}
-	return out, nil
+	return concatShape(k.axis, shapes)
 }
 
 func (k *concatKernel) differentiable(int) bool { return true }
@@ -470,36 +241,22 @@ func (k *concatKernel) backward(i int, _ [][]float32, shapes []tensor.Shape, _, 
 	return nil
 }
 
-// reduceMean is ReduceMean: axes are an attribute before opset 18 and input 1 from opset 18 on;
-// no axes reduce all of them (unless noop_with_empty_axes).
+// reduceMean is ReduceMean (see reduceRule).
 func (b *builder) reduceMean(n *Node) error {
 	x, err := b.sym(n, 0)
 	if err != nil {
 		return err
 	}
 	in := []int(x.Shape())
-	axes, err := b.intsInput(n, 1, "axes", 18)
+	reduced, keep, err := reduceRule(b, n, in)
 	if err != nil {
 		return err
 	}
-	if len(axes) == 0 {
-		if n.attrInt("noop_with_empty_axes", 0) == 1 {
-			b.set(n, value{node: x})
-			return nil
-		}
-		for i := range in {
-			axes = append(axes, i)
-		}
+	if reduced == nil {
+		b.set(n, value{node: x})
+		return nil
 	}
-	if axes, err = axesOf(axes, len(in)); err != nil {
-		return err
-	}
-	k := &reduceKernel{inShape: tensor.Shape(in).Clone(), keep: n.attrInt("keepdims", 1) == 1}
-	k.reduced = make([]bool, len(in))
-	for _, a := range axes {
-		k.reduced[a] = true
-	}
-	y, err := applyKernel(k, x)
+	y, err := applyKernel(&reduceKernel{inShape: tensor.Shape(in).Clone(), reduced: reduced, keep: keep}, x)
 	if err != nil {
 		return err
 	}
@@ -522,16 +279,7 @@ func (k *reduceKernel) outShape(in []tensor.Shape) (tensor.Shape, error) {
 	if !in[0].Eq(k.inShape) {
 		return nil, fmt.Errorf("ReduceMean: input %v, built for %v", in[0], k.inShape)
 	}
-	var out tensor.Shape
-	for ax, d := range k.inShape {
-		switch {
-		case !k.reduced[ax]:
-			out = append(out, d)
-		case k.keep:
-			out = append(out, 1)
-		}
-	}
-	return out, nil
+	return reducedAxes(k.inShape, k.reduced, k.keep, 1), nil
 }
 
 // mapping returns the output element of every input element and the number of input elements
@@ -610,23 +358,7 @@ func (k *batchedMatMul) dims(a, b tensor.Shape) (int, int, int) {
 }
 
 func (k *batchedMatMul) outShape(in []tensor.Shape) (tensor.Shape, error) {
-	a, b := in[0], in[1]
-	if a.Dims() < 2 || b.Dims() < 2 {
-		return nil, fmt.Errorf("MatMul of shapes %v and %v: operands of rank 1 are %w", a, b, ErrUnsupported)
-	}
-	inner := b[len(b)-2]
-	if k.transB {
-		inner = b[len(b)-1]
-	}
-	m, kk, n := k.dims(a, b)
-	if kk != inner {
-		return nil, fmt.Errorf("MatMul of shapes %v and %v (transB %v): inner dimensions differ", a, b, k.transB)
-	}
-	batch, err := broadcastShape(a[:len(a)-2], b[:len(b)-2])
-	if err != nil {
-		return nil, err
-	}
-	return append(batch, m, n), nil
+	return matMulShape(in[0], in[1], k.transB)
 }
 
 // batches returns, for every output matrix, the matrix of a and of b it multiplies.

@@ -20,9 +20,10 @@ func (v shapeVal) shape() []int {
 }
 
 // shapePass computes the shape of every value of a model for one batch size without building
-// an executable graph and without touching parameter data: what the symmetry walk needs. It
-// knows the operators of the torchvision classification families, including some the engine
-// does not run yet.
+// an executable graph and without reading parameter data (but for the non-trainable
+// initializers a node reads as known inputs): what the symmetry walk needs. It applies the
+// engine's shape rules (shaperules.go) and knows the operators of the torchvision
+// classification families, including some the engine does not run yet.
 type shapePass struct {
 	m    *Model
 	vals map[string]shapeVal
@@ -68,44 +69,38 @@ func (p *shapePass) need(n *Node, i int) (shapeVal, error) {
 	return v, err
 }
 
-// known returns input i of n, which must be known.
-func (p *shapePass) known(n *Node, i int) (*konst, error) {
-	v, err := p.need(n, i)
-	if err == nil && v.k == nil {
-		err = fmt.Errorf("input %q must be a constant: %w", n.Inputs[i], ErrUnsupported)
+// constInput returns input i of n as a known value (see operands).
+func (p *shapePass) constInput(n *Node, i int) (*konst, bool, error) {
+	v, ok, err := p.input(n, i)
+	if err != nil || !ok || v.k != nil {
+		return v.k, ok, err
 	}
-	return v.k, err
+	if k := p.m.constParam(n.Inputs[i]); k != nil {
+		return k, true, nil
+	}
+	return nil, false, notConstant(n, i)
 }
 
-// knownInts returns input i of n as integers, or nil when it is omitted.
-func (p *shapePass) knownInts(n *Node, i int) ([]int64, error) {
-	if _, ok, _ := p.input(n, i); !ok {
-		return nil, nil
-	}
-	k, err := p.known(n, i)
-	if err != nil {
-		return nil, err
-	}
-	return k.asInts(), nil
-}
-
-// ints returns the integer attribute name, or input i when the attribute is absent (operators
-// whose attributes became inputs in later opsets).
-func (p *shapePass) ints(n *Node, name string, i int) ([]int64, error) {
-	if a := n.attrInts(name); a != nil {
-		out := make([]int64, len(a))
-		for j, v := range a {
-			out[j] = int64(v)
-		}
-		return out, nil
-	}
-	return p.knownInts(n, i)
-}
+// opset returns the model's opset.
+func (p *shapePass) opset() int64 { return p.m.Opset }
 
 func (p *shapePass) set(n *Node, out int, v shapeVal) {
 	if out < len(n.Outputs) && n.Outputs[out] != "" {
 		p.vals[n.Outputs[out]] = v
 	}
+}
+
+// move sets output out of n to the movement mv of x, known when x is.
+func (p *shapePass) move(n *Node, out int, x shapeVal, mv movement) error {
+	v := shapeVal{dims: mv.out}
+	if x.k != nil {
+		var err error
+		if v.k, err = movedKonst(x.k, x.shape(), mv); err != nil {
+			return err
+		}
+	}
+	p.set(n, out, v)
+	return nil
 }
 
 // apply computes the outputs of one node.
@@ -132,21 +127,13 @@ func (p *shapePass) apply(n *Node) error {
 	case "Shape":
 		p.set(n, 0, shapeVal{k: shapeKonst(n, in)})
 	case "Gather":
-		data, err := p.known(n, 0)
-		if err != nil {
-			return err
-		}
-		idx, err := p.known(n, 1)
-		if err != nil {
-			return err
-		}
-		k, err := gatherKonst(n, data, idx)
+		k, err := gatherKonst(p, n)
 		if err != nil {
 			return err
 		}
 		p.set(n, 0, shapeVal{k: k})
 	case "Reshape", "Flatten", "Squeeze", "Unsqueeze":
-		out, err := reshapedShape(n, in, func(i int) (*konst, error) { return p.known(n, i) })
+		out, err := reshapedShape(p, n, in)
 		if err != nil {
 			return err
 		}
@@ -160,39 +147,19 @@ func (p *shapePass) apply(n *Node) error {
 		if err != nil {
 			return err
 		}
+		// Known operands are a shape computation, as in the engine; otherwise the shapes broadcast.
+		var v shapeVal
 		if x.k != nil && y.k != nil {
-			k, err := konstArith(n.Op, x.k, y.k)
-			if err != nil {
-				return err
-			}
-			p.set(n, 0, shapeVal{k: k})
-			return nil
+			v.k, err = konstArith(n.Op, x.k, y.k)
+		} else {
+			v.dims, err = broadcastShape(in, y.shape())
 		}
-		out, err := broadcastShape(in, y.shape())
 		if err != nil {
 			return err
 		}
-		p.set(n, 0, shapeVal{dims: out})
+		p.set(n, 0, v)
 	case "Concat":
 		return p.concat(n)
-	case "Transpose":
-		perm := n.attrInts("perm")
-		if perm == nil {
-			for i := len(in) - 1; i >= 0; i-- {
-				perm = append(perm, i)
-			}
-		}
-		if len(perm) != len(in) {
-			return fmt.Errorf("perm %v for a rank-%d input", perm, len(in))
-		}
-		out := make([]int, len(perm))
-		for i, a := range perm {
-			if a < 0 || a >= len(in) {
-				return fmt.Errorf("perm %v for a rank-%d input", perm, len(in))
-			}
-			out[i] = in[a]
-		}
-		p.set(n, 0, shapeVal{dims: out})
 	case "Gemm", "MatMul":
 		return p.product(n, in)
 	case "Conv", "MaxPool", "AveragePool":
@@ -204,24 +171,25 @@ func (p *shapePass) apply(n *Node) error {
 		}
 		p.set(n, 0, shapeVal{dims: out})
 	case "ReduceMean":
-		return p.reduce(n, in)
-	case "Pad":
-		pads, err := p.ints(n, "pads", 1)
+		reduced, keep, err := reduceRule(p, n, in)
 		if err != nil {
 			return err
 		}
-		if len(pads) != 2*len(in) {
-			return fmt.Errorf("pads %v for a rank-%d input", pads, len(in))
+		if reduced == nil {
+			p.set(n, 0, x)
+			return nil
 		}
-		out := slices.Clone(in)
-		for i := range out {
-			out[i] += int(pads[i] + pads[i+len(in)])
+		p.set(n, 0, shapeVal{dims: reducedAxes(in, reduced, keep, 1)})
+	case "Slice", "Split", "Pad", "Transpose":
+		mvs, err := moveRules[n.Op](p, n, in)
+		if err != nil {
+			return err
 		}
-		p.set(n, 0, shapeVal{dims: out})
-	case "Split":
-		return p.split(n, in)
-	case "Slice":
-		return p.slice(n, x)
+		for i, mv := range mvs {
+			if err := p.move(n, i, x, mv); err != nil {
+				return err
+			}
+		}
 	default:
 		return fmt.Errorf("operator %s is not known to the shape pass: %w", n.Op, ErrUnsupported)
 	}
@@ -240,37 +208,27 @@ func castKonst(k *konst, to int64) *konst {
 	return &konst{shape: k.shape, ints: k.asInts()}
 }
 
+// concat is Concat (see concatShape), known when its inputs are known and 1-D.
 func (p *shapePass) concat(n *Node) error {
-	var vals []shapeVal
-	known := true
-	for i := range n.Inputs {
-		v, err := p.need(n, i)
-		if err != nil {
-			return err
-		}
-		vals = append(vals, v)
-		known = known && v.k != nil
-	}
-	rank := len(vals[0].shape())
-	axis, err := normAxis(int(n.attrInt("axis", 0)), rank)
+	vals, err := needAll(n, p.need)
 	if err != nil {
 		return err
 	}
-	out := slices.Clone(vals[0].shape())
-	out[axis] = 0
-	for _, v := range vals {
-		s := v.shape()
-		if len(s) != rank {
-			return fmt.Errorf("concatenation of ranks %d and %d", rank, len(s))
-		}
-		out[axis] += s[axis]
+	shapes := make([][]int, len(vals))
+	ks := make([]*konst, len(vals))
+	for i, v := range vals {
+		shapes[i], ks[i] = v.shape(), v.k
+	}
+	axis, err := concatAxis(n, len(shapes[0]))
+	if err != nil {
+		return err
+	}
+	out, err := concatShape(axis, shapes)
+	if err != nil {
+		return err
 	}
 	res := shapeVal{dims: out}
-	if known && rank == 1 {
-		ks := make([]*konst, len(vals))
-		for i, v := range vals {
-			ks[i] = v.k
-		}
+	if !slices.Contains(ks, nil) && len(out) == 1 {
 		if res.k, err = concatKonsts(ks); err != nil {
 			return err
 		}
@@ -304,14 +262,11 @@ func (p *shapePass) product(n *Node, a []int) error {
 		p.set(n, 0, shapeVal{dims: []int{m, cols}})
 		return nil
 	}
-	if len(a) < 2 || len(bs) < 2 || a[len(a)-1] != bs[len(bs)-2] {
-		return fmt.Errorf("MatMul of shapes %v and %v: %w", a, bs, ErrUnsupported)
-	}
-	batch, err := broadcastShape(a[:len(a)-2], bs[:len(bs)-2])
+	out, err := matMulShape(a, bs, false)
 	if err != nil {
 		return err
 	}
-	p.set(n, 0, shapeVal{dims: append(batch, a[len(a)-2], bs[len(bs)-1])})
+	p.set(n, 0, shapeVal{dims: out})
 	return nil
 }
 
@@ -335,23 +290,12 @@ func (p *shapePass) window(n *Node, in []int) error {
 		}
 		kernel, channels = ws[2:], ws[0]
 	} else {
-		if n.attrInts("kernel_shape") == nil {
-			return fmt.Errorf("the kernel_shape attribute is missing")
-		}
 		var err error
-		if kernel, err = n.window2("kernel_shape", 0); err != nil {
+		if kernel, err = poolKernel(n); err != nil {
 			return err
 		}
 	}
-	strides, err := n.window2("strides", 1)
-	if err != nil {
-		return err
-	}
-	dilations, err := n.window2("dilations", 1)
-	if err != nil {
-		return err
-	}
-	pads, err := pads2D(n, in[2:], kernel, strides, dilations)
+	strides, dilations, pads, err := windowOf(n, in[2:], kernel)
 	if err != nil {
 		return err
 	}
@@ -371,127 +315,5 @@ func (p *shapePass) window(n *Node, in []int) error {
 		out[2+i] = o
 	}
 	p.set(n, 0, shapeVal{dims: out})
-	return nil
-}
-
-func (p *shapePass) reduce(n *Node, in []int) error {
-	axes, err := p.ints(n, "axes", 1)
-	if err != nil {
-		return err
-	}
-	reduced := make([]bool, len(in))
-	for _, a := range axes {
-		ax, err := normAxis(int(a), len(in))
-		if err != nil {
-			return err
-		}
-		reduced[ax] = true
-	}
-	keep := n.attrInt("keepdims", 1) == 1
-	var out []int
-	for i, d := range in {
-		switch {
-		case len(axes) > 0 && !reduced[i]:
-			out = append(out, d)
-		case keep:
-			out = append(out, 1)
-		}
-	}
-	p.set(n, 0, shapeVal{dims: out})
-	return nil
-}
-
-func (p *shapePass) split(n *Node, in []int) error {
-	axis, err := normAxis(int(n.attrInt("axis", 0)), len(in))
-	if err != nil {
-		return err
-	}
-	sizes, err := p.ints(n, "split", 1)
-	if err != nil {
-		return err
-	}
-	if sizes == nil {
-		if in[axis]%len(n.Outputs) != 0 {
-			return fmt.Errorf("axis of %d cannot split into %d equal parts", in[axis], len(n.Outputs))
-		}
-		for range n.Outputs {
-			sizes = append(sizes, int64(in[axis]/len(n.Outputs)))
-		}
-	}
-	total := int64(0)
-	for _, s := range sizes {
-		total += s
-	}
-	if len(sizes) != len(n.Outputs) || total != int64(in[axis]) {
-		return fmt.Errorf("split %v of an axis of %d into %d outputs", sizes, in[axis], len(n.Outputs))
-	}
-	for i, s := range sizes {
-		out := slices.Clone(in)
-		out[axis] = int(s)
-		p.set(n, i, shapeVal{dims: out})
-	}
-	return nil
-}
-
-// slice is Slice (opset 10 and later: starts, ends, axes and steps as inputs; opset 1-9 as
-// attributes), on a value or a known 1-D constant.
-func (p *shapePass) slice(n *Node, x shapeVal) error {
-	in := x.shape()
-	starts, err := p.ints(n, "starts", 1)
-	if err != nil {
-		return err
-	}
-	ends, err := p.ints(n, "ends", 2)
-	if err != nil {
-		return err
-	}
-	axes, err := p.ints(n, "axes", 3)
-	if err != nil {
-		return err
-	}
-	steps, err := p.knownInts(n, 4)
-	if err != nil {
-		return err
-	}
-	if len(starts) != len(ends) || (axes != nil && len(axes) != len(starts)) || (steps != nil && len(steps) != len(starts)) {
-		return fmt.Errorf("starts %v, ends %v, axes %v, steps %v differ in length", starts, ends, axes, steps)
-	}
-	out := slices.Clone(in)
-	from := make([]int, len(in))
-	for i := range starts {
-		a := int64(i)
-		if axes != nil {
-			a = axes[i]
-		}
-		ax, err := normAxis(int(a), len(in))
-		if err != nil {
-			return err
-		}
-		step := int64(1)
-		if steps != nil {
-			step = steps[i]
-		}
-		if step != 1 {
-			return fmt.Errorf("slice step %d: %w", step, ErrUnsupported)
-		}
-		d := int64(in[ax])
-		clamp := func(v int64) int64 {
-			if v < 0 {
-				v += d
-			}
-			return min(max(v, 0), d)
-		}
-		s, e := clamp(starts[i]), clamp(ends[i])
-		from[ax], out[ax] = int(s), int(max(e-s, 0))
-	}
-	v := shapeVal{dims: out}
-	if x.k != nil && len(in) == 1 {
-		idx := make([]int, out[0])
-		for i := range idx {
-			idx[i] = from[0] + i
-		}
-		v.k = x.k.gather(idx, out)
-	}
-	p.set(n, 0, v)
 	return nil
 }

@@ -488,45 +488,28 @@ func (w *symWalker) viewOf(name string) (paramView, bool) {
 	return paramView{}, false
 }
 
-// ints returns the integer attribute name of n, or its input i when the attribute is absent; the
-// shape pass has read it without error before the walk reaches n.
-func (w *symWalker) ints(n *Node, name string, i int) []int64 {
-	v, _ := w.b.ints(n, name, i)
+// ints returns the integers of input i of n, or of attribute attr before opset inputSince (see
+// intsInput); the shape pass has read them without error before the walk reaches n.
+func (w *symWalker) ints(n *Node, i int, attr string, inputSince int64) []int {
+	v, _ := intsInput(w.b, n, i, attr, inputSince)
 	return v
 }
 
 // reduceMean: a mean over axes is invariant to permutations of them; the reduced axes carry no
 // hidden units (kept with size 1 or dropped).
 func (w *symWalker) reduceMean(n *Node, x []ref) {
-	axes := w.ints(n, "axes", 1)
-	reduced := make([]bool, len(x))
-	for _, a := range axes {
-		if ax, err := normAxis(int(a), len(x)); err == nil {
-			reduced[ax] = true
-		}
+	reduced, keep, _ := reduceRule(w.b, n, w.inShape(n, 0)) // read without error by the shape pass
+	if reduced == nil {
+		w.setTags(n, x)
+		return
 	}
-	if len(axes) == 0 {
-		for a := range reduced {
-			reduced[a] = true
-		}
-	}
-	keep := n.attrInt("keepdims", 1) == 1
-	var out []ref
-	for a, r := range x {
-		switch {
-		case !reduced[a]:
-			out = append(out, r)
-		case keep:
-			out = append(out, ref{})
-		}
-	}
-	w.setTags(n, out)
+	w.setTags(n, reducedAxes(x, reduced, keep, ref{}))
 }
 
 // pad: constant padding of axes without hidden units carries the tags; padding a hidden-unit
 // axis adds positions that belong to no unit, which the walk does not model.
 func (w *symWalker) pad(n *Node, x []ref) {
-	pads := w.ints(n, "pads", 1)
+	pads := w.ints(n, 1, "pads", 11)
 	out := slices.Clone(x)
 	for a := range x {
 		if len(pads) == 2*len(x) && pads[a] == 0 && pads[a+len(x)] == 0 {
@@ -602,7 +585,7 @@ func (w *symWalker) slice(n *Node, x []ref) {
 			from += d
 		}
 	} else {
-		starts, ends, axes, steps := w.ints(n, "starts", 1), w.ints(n, "ends", 2), w.ints(n, "axes", 3), w.ints(n, "steps", 4)
+		starts, ends, axes, steps := w.ints(n, 1, "starts", 10), w.ints(n, 2, "ends", 10), w.ints(n, 3, "axes", 10), w.ints(n, 4, "steps", 10)
 		if starts == nil || len(ends) != len(starts) {
 			reason := fmt.Sprintf("node %q (Slice) has starts and ends that are not known", n.Name)
 			w.fixAll(n, reason)
@@ -613,25 +596,25 @@ func (w *symWalker) slice(n *Node, x []ref) {
 		for k, s := range starts {
 			a := k
 			if axes != nil {
-				a = int(axes[k])
+				a = axes[k]
 			}
 			ax, err := normAxis(a, len(in))
-			step := int64(1)
+			step := 1
 			if steps != nil {
 				step = steps[k]
 			}
-			d := int64(in[ax])
+			d := in[ax]
 			if err != nil || step != 1 {
 				reason := fmt.Sprintf("node %q (Slice) steps by %d", n.Name, step)
 				w.fixAll(n, reason)
 				w.fixOutputs(n, reason)
 				return
 			}
-			clampIdx := func(v int64) int {
+			clampIdx := func(v int) int {
 				if v < 0 {
 					v += d
 				}
-				return int(min(max(v, 0), d))
+				return min(max(v, 0), d)
 			}
 			from := clampIdx(s)
 			parts = append(parts, part{0, ax, from, from + w.outShape(n, 0)[ax]})
