@@ -1,0 +1,314 @@
+#include "textflag.h"
+
+// The AVX2 kernels of winograd.go: one tile, 8 channels per iteration, blocks iterations.
+
+// Every sum is in the order of the Go loops of InputTile and OutputTile.
+
+// func inputTileAVX2(dst, src *float32, blocks, ld, col, xiStride int)
+TEXT ·inputTileAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ blocks+16(FP), CX
+	MOVQ ld+24(FP), R8
+	SHLQ $2, R8
+	MOVQ col+32(FP), R9
+	SHLQ $2, R9
+	MOVQ xiStride+40(FP), R10
+	SHLQ $2, R10
+	LEAQ (R9)(R9*2), R11
+	LEAQ (R10)(R10*2), R12
+	// Rows 0..3 of the tile: SI, AX, BX, DX.
+	LEAQ (SI)(R8*1), AX
+	LEAQ (SI)(R8*2), BX
+	LEAQ (AX)(R8*2), DX
+	// Transformed rows 0..3 (xi = 4i + j): DI, R8, R13, R14.
+	MOVQ R10, R8
+	SHLQ $2, R8
+	LEAQ (DI)(R8*2), R13
+	LEAQ (R13)(R8*1), R14
+	LEAQ (DI)(R8*1), R8
+
+inloop:
+	// Column 0 of each row times B, then B^T times the column.
+	VMOVUPS (SI), Y0
+	VSUBPS (SI)(R9*2), Y0, Y0
+	VMOVUPS (AX), Y1
+	VSUBPS (AX)(R9*2), Y1, Y1
+	VMOVUPS (BX), Y2
+	VSUBPS (BX)(R9*2), Y2, Y2
+	VMOVUPS (DX), Y3
+	VSUBPS (DX)(R9*2), Y3, Y3
+	VSUBPS Y2, Y0, Y4
+	VADDPS Y2, Y1, Y5
+	VSUBPS Y1, Y2, Y6
+	VSUBPS Y3, Y1, Y7
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, (R8)
+	VMOVUPS Y6, (R13)
+	VMOVUPS Y7, (R14)
+	// Column 1 of each row times B, then B^T times the column.
+	VMOVUPS (SI)(R9*1), Y0
+	VADDPS (SI)(R9*2), Y0, Y0
+	VMOVUPS (AX)(R9*1), Y1
+	VADDPS (AX)(R9*2), Y1, Y1
+	VMOVUPS (BX)(R9*1), Y2
+	VADDPS (BX)(R9*2), Y2, Y2
+	VMOVUPS (DX)(R9*1), Y3
+	VADDPS (DX)(R9*2), Y3, Y3
+	VSUBPS Y2, Y0, Y4
+	VADDPS Y2, Y1, Y5
+	VSUBPS Y1, Y2, Y6
+	VSUBPS Y3, Y1, Y7
+	VMOVUPS Y4, (DI)(R10*1)
+	VMOVUPS Y5, (R8)(R10*1)
+	VMOVUPS Y6, (R13)(R10*1)
+	VMOVUPS Y7, (R14)(R10*1)
+	// Column 2 of each row times B, then B^T times the column.
+	VMOVUPS (SI)(R9*2), Y0
+	VSUBPS (SI)(R9*1), Y0, Y0
+	VMOVUPS (AX)(R9*2), Y1
+	VSUBPS (AX)(R9*1), Y1, Y1
+	VMOVUPS (BX)(R9*2), Y2
+	VSUBPS (BX)(R9*1), Y2, Y2
+	VMOVUPS (DX)(R9*2), Y3
+	VSUBPS (DX)(R9*1), Y3, Y3
+	VSUBPS Y2, Y0, Y4
+	VADDPS Y2, Y1, Y5
+	VSUBPS Y1, Y2, Y6
+	VSUBPS Y3, Y1, Y7
+	VMOVUPS Y4, (DI)(R10*2)
+	VMOVUPS Y5, (R8)(R10*2)
+	VMOVUPS Y6, (R13)(R10*2)
+	VMOVUPS Y7, (R14)(R10*2)
+	// Column 3 of each row times B, then B^T times the column.
+	VMOVUPS (SI)(R9*1), Y0
+	VSUBPS (SI)(R11*1), Y0, Y0
+	VMOVUPS (AX)(R9*1), Y1
+	VSUBPS (AX)(R11*1), Y1, Y1
+	VMOVUPS (BX)(R9*1), Y2
+	VSUBPS (BX)(R11*1), Y2, Y2
+	VMOVUPS (DX)(R9*1), Y3
+	VSUBPS (DX)(R11*1), Y3, Y3
+	VSUBPS Y2, Y0, Y4
+	VADDPS Y2, Y1, Y5
+	VSUBPS Y1, Y2, Y6
+	VSUBPS Y3, Y1, Y7
+	VMOVUPS Y4, (DI)(R12*1)
+	VMOVUPS Y5, (R8)(R12*1)
+	VMOVUPS Y6, (R13)(R12*1)
+	VMOVUPS Y7, (R14)(R12*1)
+	ADDQ $32, SI
+	ADDQ $32, AX
+	ADDQ $32, BX
+	ADDQ $32, DX
+	ADDQ $32, DI
+	ADDQ $32, R8
+	ADDQ $32, R13
+	ADDQ $32, R14
+	DECQ CX
+	JNZ inloop
+	VZEROUPPER
+	RET
+
+// func outputTileAVX2(dst, src *float32, blocks, xiStride, ld, col int)
+TEXT ·outputTileAVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ blocks+16(FP), CX
+	MOVQ xiStride+24(FP), R10
+	SHLQ $2, R10
+	MOVQ ld+32(FP), R8
+	SHLQ $2, R8
+	MOVQ col+40(FP), R9
+	SHLQ $2, R9
+	LEAQ (R10)(R10*2), R12
+	// Output rows 0 and 1: DI, R8.
+	LEAQ (DI)(R8*1), R8
+	// Transformed rows 0..3 (xi = 4i + j): SI, AX, BX, DX.
+	MOVQ R10, R11
+	SHLQ $2, R11
+	LEAQ (SI)(R11*1), AX
+	LEAQ (SI)(R11*2), BX
+	LEAQ (AX)(R11*2), DX
+
+outloop:
+	// Column 0 of each row times A, then A^T times the column.
+	VMOVUPS (SI), Y0
+	VADDPS (SI)(R10*1), Y0, Y0
+	VADDPS (SI)(R10*2), Y0, Y0
+	VMOVUPS (AX), Y1
+	VADDPS (AX)(R10*1), Y1, Y1
+	VADDPS (AX)(R10*2), Y1, Y1
+	VMOVUPS (BX), Y2
+	VADDPS (BX)(R10*1), Y2, Y2
+	VADDPS (BX)(R10*2), Y2, Y2
+	VMOVUPS (DX), Y3
+	VADDPS (DX)(R10*1), Y3, Y3
+	VADDPS (DX)(R10*2), Y3, Y3
+	VADDPS Y1, Y0, Y4
+	VADDPS Y2, Y4, Y4
+	VSUBPS Y2, Y1, Y5
+	VSUBPS Y3, Y5, Y5
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, (R8)
+	// Column 1 of each row times A, then A^T times the column.
+	VMOVUPS (SI)(R10*1), Y0
+	VSUBPS (SI)(R10*2), Y0, Y0
+	VSUBPS (SI)(R12*1), Y0, Y0
+	VMOVUPS (AX)(R10*1), Y1
+	VSUBPS (AX)(R10*2), Y1, Y1
+	VSUBPS (AX)(R12*1), Y1, Y1
+	VMOVUPS (BX)(R10*1), Y2
+	VSUBPS (BX)(R10*2), Y2, Y2
+	VSUBPS (BX)(R12*1), Y2, Y2
+	VMOVUPS (DX)(R10*1), Y3
+	VSUBPS (DX)(R10*2), Y3, Y3
+	VSUBPS (DX)(R12*1), Y3, Y3
+	VADDPS Y1, Y0, Y4
+	VADDPS Y2, Y4, Y4
+	VSUBPS Y2, Y1, Y5
+	VSUBPS Y3, Y5, Y5
+	VMOVUPS Y4, (DI)(R9*1)
+	VMOVUPS Y5, (R8)(R9*1)
+	ADDQ $32, SI
+	ADDQ $32, AX
+	ADDQ $32, BX
+	ADDQ $32, DX
+	ADDQ $32, DI
+	ADDQ $32, R8
+	DECQ CX
+	JNZ outloop
+	VZEROUPPER
+	RET
+
+// The 8 x 8 transposes of transpose.go: blocks blocks along the rows of src (8 rows each).
+
+// func transposeAVX2(dst *float32, ldd int, src *float32, lds, blocks int)
+TEXT ·transposeAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ldd+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R9
+	SHLQ $2, R9
+	MOVQ blocks+32(FP), CX
+	LEAQ (R8)(R8*2), R10
+	LEAQ (R9)(R9*2), R11
+transposeAVX2loop:
+	LEAQ (SI)(R9*4), BX
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(R9*1), Y1
+	VMOVUPS (SI)(R9*2), Y2
+	VMOVUPS (SI)(R11*1), Y3
+	VMOVUPS (BX), Y4
+	VMOVUPS (BX)(R9*1), Y5
+	VMOVUPS (BX)(R9*2), Y6
+	VMOVUPS (BX)(R11*1), Y7
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xEE, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xEE, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xEE, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y6
+	VSHUFPS $0xEE, Y15, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y12
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x31, Y5, Y1, Y13
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x31, Y6, Y2, Y14
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y7, Y3, Y15
+	LEAQ (DI)(R8*4), DX
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R8*1)
+	VMOVUPS Y10, (DI)(R8*2)
+	VMOVUPS Y11, (DI)(R10*1)
+	VMOVUPS Y12, (DX)
+	VMOVUPS Y13, (DX)(R8*1)
+	VMOVUPS Y14, (DX)(R8*2)
+	VMOVUPS Y15, (DX)(R10*1)
+	ADDQ $32, SI
+	LEAQ (DX)(R8*4), DI
+	DECQ CX
+	JNZ transposeAVX2loop
+	VZEROUPPER
+	RET
+
+// func transposeAddAVX2(dst *float32, ldd int, src *float32, lds, blocks int)
+TEXT ·transposeAddAVX2(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ ldd+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ lds+24(FP), R9
+	SHLQ $2, R9
+	MOVQ blocks+32(FP), CX
+	LEAQ (R8)(R8*2), R10
+	LEAQ (R9)(R9*2), R11
+transposeAddAVX2loop:
+	LEAQ (SI)(R9*4), BX
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(R9*1), Y1
+	VMOVUPS (SI)(R9*2), Y2
+	VMOVUPS (SI)(R11*1), Y3
+	VMOVUPS (BX), Y4
+	VMOVUPS (BX)(R9*1), Y5
+	VMOVUPS (BX)(R9*2), Y6
+	VMOVUPS (BX)(R11*1), Y7
+	VUNPCKLPS Y1, Y0, Y8
+	VUNPCKHPS Y1, Y0, Y9
+	VUNPCKLPS Y3, Y2, Y10
+	VUNPCKHPS Y3, Y2, Y11
+	VUNPCKLPS Y5, Y4, Y12
+	VUNPCKHPS Y5, Y4, Y13
+	VUNPCKLPS Y7, Y6, Y14
+	VUNPCKHPS Y7, Y6, Y15
+	VSHUFPS $0x44, Y10, Y8, Y0
+	VSHUFPS $0xEE, Y10, Y8, Y1
+	VSHUFPS $0x44, Y11, Y9, Y2
+	VSHUFPS $0xEE, Y11, Y9, Y3
+	VSHUFPS $0x44, Y14, Y12, Y4
+	VSHUFPS $0xEE, Y14, Y12, Y5
+	VSHUFPS $0x44, Y15, Y13, Y6
+	VSHUFPS $0xEE, Y15, Y13, Y7
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y12
+	VPERM2F128 $0x20, Y5, Y1, Y9
+	VPERM2F128 $0x31, Y5, Y1, Y13
+	VPERM2F128 $0x20, Y6, Y2, Y10
+	VPERM2F128 $0x31, Y6, Y2, Y14
+	VPERM2F128 $0x20, Y7, Y3, Y11
+	VPERM2F128 $0x31, Y7, Y3, Y15
+	LEAQ (DI)(R8*4), DX
+	VADDPS (DI), Y8, Y8
+	VMOVUPS Y8, (DI)
+	VADDPS (DI)(R8*1), Y9, Y9
+	VMOVUPS Y9, (DI)(R8*1)
+	VADDPS (DI)(R8*2), Y10, Y10
+	VMOVUPS Y10, (DI)(R8*2)
+	VADDPS (DI)(R10*1), Y11, Y11
+	VMOVUPS Y11, (DI)(R10*1)
+	VADDPS (DX), Y12, Y12
+	VMOVUPS Y12, (DX)
+	VADDPS (DX)(R8*1), Y13, Y13
+	VMOVUPS Y13, (DX)(R8*1)
+	VADDPS (DX)(R8*2), Y14, Y14
+	VMOVUPS Y14, (DX)(R8*2)
+	VADDPS (DX)(R10*1), Y15, Y15
+	VMOVUPS Y15, (DX)(R10*1)
+	ADDQ $32, SI
+	LEAQ (DX)(R8*4), DI
+	DECQ CX
+	JNZ transposeAddAVX2loop
+	VZEROUPPER
+	RET
