@@ -416,8 +416,12 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 		return nil
 	}
 	impl := blas32.Implementation()
-	if i == 0 && k.winograd(d) {
-		k.winoInputGrad(d, w, dOut, dIn)
+	if k.winograd(d) {
+		if i == 0 {
+			k.winoInputGrad(d, w, dOut, dIn)
+		} else {
+			k.winoWeightGrad(d, x, dOut, dIn)
+		}
 		return nil
 	}
 	if i == 0 {

@@ -1,6 +1,8 @@
 package graph
 
 import (
+	"fmt"
+	"runtime"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -10,25 +12,30 @@ import (
 )
 
 // winoMinChannels is the smallest number of input and of output channels for which a 3x3
-// stride-1 convolution runs through Winograd's F(2x2, 3x3): below it the products are too thin
-// for the 2.25x fewer multiplications to pay for the transforms.
+// stride-1 convolution runs through Winograd's F(4x4, 3x3): below it the products are too thin
+// for the 4x fewer multiplications to pay for the transforms.
 const winoMinChannels = 16
 
 // winoTiles is about the number of tiles a worker transforms and multiplies at once: enough rows
-// for the 16 products to run at the BLAS's speed, few enough that their operands (16 x tiles x
-// channels, 8 MB at 512 channels) stay near the cache.
-const winoTiles = 512
+// for the 36 products to run at the BLAS's speed, few enough that their operands (36 x tiles x
+// channels, about 9 MB at 256 channels) stay near the cache.
+const winoTiles = 256
+
+// winoSkew is added to the stride of the 36 matrices of transformed tiles, products and filters
+// (a cache line): at a power of 2, the common case, the 36 entries of a tile map to the same cache
+// sets, and the transforms, which read or write all 36 at once, run several times slower.
+const winoSkew = 16
 
 // winoScratch is one worker's buffers for winoConv.
 type winoScratch struct {
 	in    []float32 // a few examples' padded input, channels last
-	tiles []float32 // their transformed input tiles: 16 matrices of tiles x channels
-	prods []float32 // the products: 16 matrices of tiles x output channels
+	tiles []float32 // their transformed input tiles: 36 matrices of tiles x channels
+	prods []float32 // the products: 36 matrices of tiles x output channels
 	out   []float32 // the output tiles, channels last
 	flat  []float32 // one example's input, channels last, without padding
 }
 
-// winograd tells whether the convolution of d runs through Winograd's F(2x2, 3x3) (forward and
+// winograd tells whether the convolution of d runs through Winograd's F(4x4, 3x3) (forward and
 // input gradient): one group, a 3x3 window, stride and dilation 1, padding of at most 2 on every
 // side (the input gradient is then the same kind of convolution, with padding 2 - p), and at
 // least winoMinChannels input and output channels, multiples of 8.
@@ -38,10 +45,9 @@ func (k *conv2D) winograd(d *convDims) bool {
 		d.c >= winoMinChannels && d.m >= winoMinChannels && d.c%8 == 0 && d.m%8 == 0
 }
 
-// winoConv is one 3x3 stride-1 correlation computed with F(2x2, 3x3): n examples of c input
+// winoConv is one 3x3 stride-1 correlation computed with F(4x4, 3x3): n examples of c input
 // planes of h x w, padded by top and left (and at least by bottom and right, zeros up to the
-// last tile), into m output planes of oh x ow, with the transformed filters u (16 matrices of
-// c x m, see winograd.Filters).
+// last tile), into m output planes of oh x ow.
 type winoConv struct {
 	n, c, h, w, m, oh, ow int
 	top, left             int
@@ -53,58 +59,127 @@ type winoConv struct {
 // padded by top and left.
 func newWinoConv(n, c, h, w, m, oh, ow, top, left int) *winoConv {
 	p := &winoConv{n: n, c: c, h: h, w: w, m: m, oh: oh, ow: ow, top: top, left: left,
-		th: (oh + 1) / 2, tw: (ow + 1) / 2}
+		th: (oh + winograd.Out - 1) / winograd.Out, tw: (ow + winograd.Out - 1) / winograd.Out}
 	p.nb = max(1, min(n, (winoTiles+p.th*p.tw-1)/(p.th*p.tw)))
 	return p
 }
 
+// chunk is a few consecutive examples of one worker's share, with their input transformed.
+type winoChunk struct {
+	b0, nc int       // examples b0..b0+nc-1
+	t      int       // their tiles
+	v      []float32 // the transformed input tiles: 36 matrices of t x c, vs apart
+	vs     int
+	s      *winoScratch
+}
+
+// chunks transforms the input tiles of the examples [first, end) of x, a few at a time, into
+// the worker's buffers s, and calls f on each chunk.
+func (p *winoConv) chunks(s *winoScratch, x []float32, first, end int, f func(ch *winoChunk)) {
+	hp, wp := winograd.Out*p.th+2, winograd.Out*p.tw+2 // padded input, whole tiles
+	tiles := p.nb * p.th * p.tw
+	in := growBuf(&s.in, p.nb*hp*wp*p.c)
+	v := growBuf(&s.tiles, winograd.Points*(tiles*p.c+winoSkew))
+	flat := growBuf(&s.flat, p.h*p.w*p.c)
+	for b0 := first; b0 < end; b0 += p.nb {
+		nc := min(p.nb, end-b0)
+		t := nc * p.th * p.tw
+		vs := t*p.c + winoSkew // a cache line between the 36 matrices
+		p.pack(in[:nc*hp*wp*p.c], flat, x[b0*p.c*p.h*p.w:], nc, hp, wp)
+		for b := 0; b < nc; b++ {
+			for ty := 0; ty < p.th; ty++ {
+				for tx := 0; tx < p.tw; tx++ {
+					ti := (b*p.th+ty)*p.tw + tx
+					winograd.InputTile(v[ti*p.c:], in[((b*hp+winograd.Out*ty)*wp+winograd.Out*tx)*p.c:], p.c, wp*p.c, p.c, vs)
+				}
+			}
+		}
+		f(&winoChunk{b0: b0, nc: nc, t: t, v: v, vs: vs, s: s})
+	}
+}
+
+// outTiles returns the output tile buffer of a worker, nb examples of ohp x owp x m (channels
+// last), and ohp, owp.
+func (p *winoConv) outTiles(s *winoScratch) (o []float32, ohp, owp int) {
+	ohp, owp = winograd.Out*p.th, winograd.Out*p.tw
+	return growBuf(&s.out, p.nb*ohp*owp*p.m), ohp, owp
+}
+
 // run writes (add false) or adds (add true) the correlation of x with the transformed filters u
-// into out, the examples split among the workers; then, when epilogue is not nil, it calls
-// epilogue(0, y) on each example's output planes y as soon as they are written, on the worker
-// that wrote them.
-func (p *winoConv) run(x, u, out []float32, add bool, epilogue func(m0 int, y []float32)) {
-	hp, wp := 2*p.th+2, 2*p.tw+2 // padded input tile rows
-	ohp, owp := 2*p.th, 2*p.tw   // output tile rows
+// (36 matrices uStride apart, c x m, or m x c when uTrans) into out, the examples split among
+// the workers; then, when epilogue is not nil, it calls epilogue(0, y) on each example's output
+// planes y as soon as they are written, on the worker that wrote them.
+func (p *winoConv) run(x, u []float32, uStride int, uTrans bool, out []float32, add bool, epilogue func(m0 int, y []float32)) {
 	impl := blas32.Implementation()
+	tB, ldu := blas.NoTrans, p.m
+	if uTrans {
+		tB, ldu = blas.Trans, p.c
+	}
 	runWorkers(p.n, func(s *convScratch, first, end int) {
 		ws := &s.wino
-		tiles := p.nb * p.th * p.tw
-		in := growBuf(&ws.in, p.nb*hp*wp*p.c)
-		v := growBuf(&ws.tiles, 16*tiles*p.c)
-		y := growBuf(&ws.prods, 16*tiles*p.m)
-		o := growBuf(&ws.out, p.nb*ohp*owp*p.m)
-		flat := growBuf(&ws.flat, p.h*p.w*p.c)
-		for b0 := first; b0 < end; b0 += p.nb {
-			nc := min(p.nb, end-b0)
-			t := nc * p.th * p.tw
-			p.pack(in[:nc*hp*wp*p.c], flat, x[b0*p.c*p.h*p.w:], nc, hp, wp)
-			for b := 0; b < nc; b++ {
+		y := growBuf(&ws.prods, winograd.Points*(p.nb*p.th*p.tw*p.m+winoSkew))
+		o, ohp, owp := p.outTiles(ws)
+		p.chunks(ws, x, first, end, func(ch *winoChunk) {
+			ys := ch.t*p.m + winoSkew
+			for xi := 0; xi < winograd.Points; xi++ {
+				impl.Sgemm(blas.NoTrans, tB, ch.t, p.m, p.c, 1, ch.v[xi*ch.vs:], p.c, u[xi*uStride:], ldu,
+					0, y[xi*ys:], p.m)
+			}
+			for b := 0; b < ch.nc; b++ {
 				for ty := 0; ty < p.th; ty++ {
 					for tx := 0; tx < p.tw; tx++ {
 						ti := (b*p.th+ty)*p.tw + tx
-						winograd.InputTile(v[ti*p.c:], in[((b*hp+2*ty)*wp+2*tx)*p.c:], p.c, wp*p.c, p.c, t*p.c)
+						winograd.OutputTile(o[((b*ohp+winograd.Out*ty)*owp+winograd.Out*tx)*p.m:], y[ti*p.m:], p.m, ys, owp*p.m, p.m)
 					}
 				}
 			}
-			for xi := 0; xi < 16; xi++ {
-				impl.Sgemm(blas.NoTrans, blas.NoTrans, t, p.m, p.c, 1, v[xi*t*p.c:], p.c, u[xi*p.c*p.m:], p.m,
-					0, y[xi*t*p.m:], p.m)
-			}
-			for b := 0; b < nc; b++ {
-				for ty := 0; ty < p.th; ty++ {
-					for tx := 0; tx < p.tw; tx++ {
-						ti := (b*p.th+ty)*p.tw + tx
-						winograd.OutputTile(o[((b*ohp+2*ty)*owp+2*tx)*p.m:], y[ti*p.m:], p.m, t*p.m, owp*p.m, p.m)
-					}
-				}
-			}
-			for b := 0; b < nc; b++ {
-				planes := out[(b0+b)*p.m*p.oh*p.ow:][:p.m*p.oh*p.ow]
+			for b := 0; b < ch.nc; b++ {
+				planes := out[(ch.b0+b)*p.m*p.oh*p.ow:][:p.m*p.oh*p.ow]
 				p.unpack(planes, o[b*ohp*owp*p.m:], owp, add)
 				if epilogue != nil {
 					epilogue(0, planes)
 				}
 			}
+		})
+	})
+}
+
+// weightGrad sets z (36 matrices of m x c, zStride apart) to the sums of the products of the
+// transformed gradients of the outputs, dy, with the transformed input tiles of x, over the
+// examples [first, end) (a worker's share, not empty): z_xi = sum (A dY A^T)_xi^T V_xi.
+func (p *winoConv) weightGrad(s *winoScratch, x, dy []float32, first, end int, z []float32, zStride int) {
+	impl := blas32.Implementation()
+	g := growBuf(&s.prods, winograd.Points*(p.nb*p.th*p.tw*p.m+winoSkew))
+	o, ohp, owp := p.outTiles(s)
+	hw := p.oh * p.ow
+	p.chunks(s, x, first, end, func(ch *winoChunk) {
+		gs := ch.t*p.m + winoSkew
+		if ohp != p.oh || owp != p.ow {
+			clear(o[:ch.nc*ohp*owp*p.m]) // zeros past the planes
+		}
+		for b := 0; b < ch.nc; b++ {
+			planes, ob := dy[(ch.b0+b)*p.m*hw:], o[b*ohp*owp*p.m:]
+			if owp == p.ow {
+				winograd.Transpose(ob, p.m, planes, hw, p.m, hw, false)
+			} else {
+				for y := 0; y < p.oh; y++ {
+					winograd.Transpose(ob[y*owp*p.m:], p.m, planes[y*p.ow:], hw, p.m, p.ow, false)
+				}
+			}
+			for ty := 0; ty < p.th; ty++ {
+				for tx := 0; tx < p.tw; tx++ {
+					ti := (b*p.th+ty)*p.tw + tx
+					winograd.GradTile(g[ti*p.m:], ob[(winograd.Out*ty*owp+winograd.Out*tx)*p.m:], p.m, owp*p.m, p.m, gs)
+				}
+			}
+		}
+		beta := float32(1)
+		if ch.b0 == first {
+			beta = 0 // the first chunk sets z
+		}
+		for xi := 0; xi < winograd.Points; xi++ {
+			impl.Sgemm(blas.Trans, blas.NoTrans, p.m, p.c, ch.t, 1, g[xi*gs:], p.m, ch.v[xi*ch.vs:], p.c,
+				beta, z[xi*zStride:], p.c)
 		}
 	})
 }
@@ -137,36 +212,62 @@ func (p *winoConv) unpack(planes, o []float32, owp int, add bool) {
 	}
 }
 
-// filterBufs holds the buffers of the transformed filters between calls.
+// filterMatrices are winograd.FilterMatrix(false) and (true).
+var filterMatrices = [2][]float32{winograd.FilterMatrix(false), winograd.FilterMatrix(true)}
+
+// filterBufs holds the buffers of the transformed filters and weight gradients between calls.
 var filterBufs struct {
 	sync.Mutex
 	free []*[]float32
 }
 
-// withFilters calls f with the transformed filters of w for d's convolution (flip false) or for
-// its input gradient (flip true), computed by the workers, in a buffer from filterBufs.
-func withFilters(d *convDims, w []float32, flip bool, f func(u []float32)) {
+// getFilterBuf returns a buffer of at least n values from filterBufs (contents undefined).
+func getFilterBuf(n int) *[]float32 {
 	filterBufs.Lock()
 	buf := new([]float32)
-	if n := len(filterBufs.free); n > 0 {
-		buf, filterBufs.free = filterBufs.free[n-1], filterBufs.free[:n-1]
+	if k := len(filterBufs.free); k > 0 {
+		buf, filterBufs.free = filterBufs.free[k-1], filterBufs.free[:k-1]
 	}
 	filterBufs.Unlock()
-	u := growBuf(buf, 16*d.m*d.c)[:16*d.m*d.c]
-	winograd.Filters(u, w, d.m, d.c, 0, d.m, flip)
-	f(u)
+	growBuf(buf, n)
+	return buf
+}
+
+// putFilterBuf returns a buffer to filterBufs.
+func putFilterBuf(buf *[]float32) {
 	filterBufs.Lock()
 	filterBufs.free = append(filterBufs.free, buf)
 	filterBufs.Unlock()
 }
 
-// winoForward computes the convolution of x with w into out through F(2x2, 3x3), calling
+// withFilters calls f with the transformed filters of w (m x c x 3 x 3) for d's convolution
+// (flip false) or for its input gradient (flip true, the filters rotated by 180 degrees): 36
+// matrices of m x c, stride apart in u, the product of the filter matrix with the filters' taps
+// (one filter per column), the columns split among the workers, in a buffer from filterBufs.
+func withFilters(d *convDims, w []float32, flip bool, f func(u []float32, stride int)) {
+	mc := d.m * d.c
+	stride := mc + winoSkew
+	buf := getFilterBuf(winograd.Points * stride)
+	defer putFilterBuf(buf)
+	u := *buf
+	mat := filterMatrices[0]
+	if flip {
+		mat = filterMatrices[1]
+	}
+	impl := blas32.Implementation()
+	runWorkers(mc, func(_ *convScratch, j0, j1 int) {
+		impl.Sgemm(blas.NoTrans, blas.Trans, winograd.Points, j1-j0, 9, 1, mat, 9, w[j0*9:], 9, 0, u[j0:], stride)
+	})
+	f(u, stride)
+}
+
+// winoForward computes the convolution of x with w into out through F(4x4, 3x3), calling
 // epilogue as convolve does. OpenBLAS stays single-threaded throughout (its threads would spin
 // between the workers' phases).
 func (k *conv2D) winoForward(d *convDims, x, w, out []float32, epilogue func(m0 int, y []float32)) {
 	defer serialBLAS()()
-	withFilters(d, w, false, func(u []float32) {
-		newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left).run(x, u, out, false, epilogue)
+	withFilters(d, w, false, func(u []float32, stride int) {
+		newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left).run(x, u, stride, true, out, false, epilogue)
 	})
 }
 
@@ -175,7 +276,50 @@ func (k *conv2D) winoForward(d *convDims, x, w, out []float32, epilogue func(m0 
 // rotated by 180 degrees and their channels swapped.
 func (k *conv2D) winoInputGrad(d *convDims, w, dy, dx []float32) {
 	defer serialBLAS()()
-	withFilters(d, w, true, func(u []float32) {
-		newWinoConv(d.n, d.m, d.oh, d.ow, d.c, d.h, d.w, 2-k.top, 2-k.left).run(dy, u, dx, true, nil)
+	withFilters(d, w, true, func(u []float32, stride int) {
+		newWinoConv(d.n, d.m, d.oh, d.ow, d.c, d.h, d.w, 2-k.top, 2-k.left).run(dy, u, stride, false, dx, true, nil)
 	})
+}
+
+// winoWeightGrad adds the gradient of the weight, dw (m x c x 3 x 3), of d's convolution of x,
+// given the output's gradient dy: each worker sums the transformed products of its examples
+// (36 matrices of m x c), the workers' sums are added in order, and the product with the filter
+// matrix takes them back to 3 x 3 (the adjoint of the filter transform).
+func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
+	defer serialBLAS()()
+	p := newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left)
+	mc := d.m * d.c
+	stride := mc + winoSkew
+	workers := max(min(runtime.GOMAXPROCS(0), d.n), 1)
+	parts := make([]*[]float32, workers)
+	for i := range parts {
+		parts[i] = getFilterBuf(winograd.Points * stride)
+		defer putFilterBuf(parts[i])
+	}
+	runWorkers(d.n, func(s *convScratch, first, end int) {
+		p.weightGrad(&s.wino, x, dy, first, end, *parts[workerIndex(first, d.n, workers)], stride)
+	})
+	z := *parts[0]
+	runWorkers(winograd.Points, func(_ *convScratch, x0, x1 int) {
+		for _, part := range parts[1:] {
+			for i, v := range (*part)[x0*stride : x1*stride] {
+				z[x0*stride+i] += v
+			}
+		}
+	})
+	impl := blas32.Implementation()
+	mat := filterMatrices[0]
+	runWorkers(mc, func(_ *convScratch, f0, f1 int) {
+		impl.Sgemm(blas.Trans, blas.NoTrans, f1-f0, 9, winograd.Points, 1, z[f0:], stride, mat, 9, 1, dw[f0*9:], 9)
+	})
+}
+
+// workerIndex returns the index of the runWorkers worker whose share of [0, n) starts at first.
+func workerIndex(first, n, workers int) int {
+	for i := 0; i < workers; i++ {
+		if i*n/workers == first {
+			return i
+		}
+	}
+	panic(fmt.Sprintf("graph: no worker of %d over %d starts at %d", workers, n, first))
 }

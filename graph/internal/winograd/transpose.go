@@ -23,7 +23,9 @@ func Transpose(dst []float32, ldd int, src []float32, lds, rows, cols int, add b
 			}
 		}
 	}
-	transposeGo(dst[i:], ldd, src[i*lds:], lds, rows-i, cols, add)
+	if i < rows {
+		transposeGo(dst[i:], ldd, src[i*lds:], lds, rows-i, cols, add)
+	}
 }
 
 // transposeGo is Transpose in Go.

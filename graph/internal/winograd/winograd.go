@@ -1,119 +1,174 @@
-// Package winograd holds the transforms of Winograd's minimal filtering algorithm F(2x2, 3x3)
+// Package winograd holds the transforms of Winograd's minimal filtering algorithm F(4x4, 3x3)
 // (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), which computes a
-// 2 x 2 tile of a 3x3 stride-1 correlation from a 4 x 4 tile of its input with 16
-// multiplications per channel pair instead of 36:
+// 4 x 4 tile of a 3x3 stride-1 correlation from a 6 x 6 tile of its input with 36
+// multiplications per channel pair instead of 144:
 //
 //	Y = A^T [ (G g G^T) .* (B^T d B) ] A
 //
-// g the 3 x 3 filter, d the 4 x 4 input tile, .* the element-wise product, and
+// g the 3 x 3 filter, d the 6 x 6 input tile, .* the element-wise product, and (interpolation
+// points 0, -1, 1, -2, 2 and infinity)
 //
-//	B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
-//	G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-//	A^T = [1 1 1 0; 0 1 -1 -1]
+//	B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+//	G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+//	A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
 //
-// Summed over the input channels, the element-wise products become 16 matrix products, one per
-// position xi = 4i + j of the 4 x 4 transformed tiles: Y_xi (tiles x M) = V_xi (tiles x C)
-// U_xi (C x M), where V holds the transformed input tiles and U the transformed filters. The
-// caller runs those products; this package transforms filters, input tiles and output tiles.
+// Summed over the input channels, the element-wise products become 36 matrix products, one per
+// position xi = 6i + j of the transformed tiles: Y_xi (tiles x M) = V_xi (tiles x C) U_xi (C x M),
+// where V holds the transformed input tiles and U the transformed filters. The caller runs those
+// products; this package transforms filters, input tiles and output tiles, and moves planes
+// between the channels-first and channels-last layouts (Transpose).
 //
 // Tiles are vectors of channels: the input and output transforms read and write a tile's
-// entries as runs of channels (the channels-last layout), so that one transform serves 8
-// channels at once in the AVX2 kernels (amd64); the transforms only add and subtract. The
-// channel counts passed to InputTile and OutputTile may be any; the kernels take the multiples
-// of 8 and a Go loop the rest.
+// entries as runs of channels (channels last), so that one transform serves 8 channels at once
+// in the AVX2 kernels (amd64, winograd_amd64.s, written by gen_asm.go); they only add, subtract
+// and multiply by powers of 2. The channel counts passed to InputTile and OutputTile may be any;
+// the kernels take the multiples of 8 and a Go loop, in the same order, the rest.
 package winograd
 
-// Alpha is the side of an input tile, Out that of an output tile.
+//go:generate go run gen_asm.go
+
+// Alpha is the side of an input tile, Out that of an output tile, and Points the number of
+// entries of a transformed tile (and of products).
 const (
-	Alpha = 4
-	Out   = 2
+	Alpha  = 6
+	Out    = 4
+	Points = Alpha * Alpha
 )
 
-// Filters writes the transformed filters m0..m1-1 of w (m x c x 3 x 3, row-major) into u, laid
-// out u[xi*c*m + ci*m + mi] (16 matrices of c x m, the right operands of the products), for
-// correlation (flip false); with flip set, of the filters of the transposed convolution that
-// gives the input gradient, w'[ci][mi][ky][kx] = w[mi][ci][2-ky][2-kx], laid out
-// u[xi*c*m + mi*c + ci] (16 matrices of m x c). The transform is computed in float64 and rounded
-// once.
-func Filters(u, w []float32, m, c, m0, m1 int, flip bool) {
-	_, _ = u[16*m*c-1], w[m*c*9-1]
-	one := func(mi, ci, off int) {
-		g := w[(mi*c+ci)*9:][:9]
+// FilterMatrix returns the 36 x 9 matrix (row-major) that transforms a 3 x 3 filter, its 9
+// taps in row-major order, into the 36 entries of G g G^T (xi = 6i + j): transformed filters are
+// the product of this matrix with the filters' taps, one filter per column, which the caller
+// computes with its BLAS. With flip set, the matrix transforms the filter rotated by 180 degrees
+// (taps in reverse order), as the input gradient's transposed convolution needs. Computed in
+// float64, rounded once.
+func FilterMatrix(flip bool) []float32 {
+	mat := make([]float32, Points*9)
+	for k := 0; k < 9; k++ {
 		var f [9]float64
-		for i := range f {
-			if flip {
-				f[i] = float64(g[8-i])
-			} else {
-				f[i] = float64(g[i])
-			}
+		if flip {
+			f[8-k] = 1
+		} else {
+			f[k] = 1
 		}
-		// t = G g (4 x 3), then t G^T (4 x 4).
-		var t [4][3]float64
-		for k := 0; k < 3; k++ {
-			g0, g1, g2 := f[k], f[3+k], f[6+k]
-			t[0][k] = g0
-			t[1][k] = (g0 + g1 + g2) / 2
-			t[2][k] = (g0 - g1 + g2) / 2
-			t[3][k] = g2
+		var h [Alpha * 3]float64 // G f, 6 x 3
+		for col := 0; col < 3; col++ {
+			gRow(h[col:], 3, f[col], f[3+col], f[6+col])
 		}
-		for i := 0; i < 4; i++ {
-			r0, r1, r2 := t[i][0], t[i][1], t[i][2]
-			row := [4]float64{r0, (r0 + r1 + r2) / 2, (r0 - r1 + r2) / 2, r2}
-			for j, v := range row {
-				u[(4*i+j)*m*c+off] = float32(v)
-			}
+		var t [Points]float64 // (G f) G^T
+		for i := 0; i < Alpha; i++ {
+			gRow(t[Alpha*i:], 1, h[3*i], h[3*i+1], h[3*i+2])
+		}
+		for xi, v := range t {
+			mat[xi*9+k] = float32(v)
 		}
 	}
-	// The inner loop runs along the rows of u's matrices.
-	if flip {
-		for mi := m0; mi < m1; mi++ {
-			for ci := 0; ci < c; ci++ {
-				one(mi, ci, mi*c+ci)
-			}
-		}
+	return mat
+}
+
+// gRow sets dst[0], dst[stride], ..., dst[5*stride] to G (g0, g1, g2).
+func gRow(dst []float64, stride int, g0, g1, g2 float64) {
+	const quarter, sixth, twelfth, twentyfourth = 1.0 / 4, 1.0 / 6, 1.0 / 12, 1.0 / 24
+	even, odd := (g0+g2)*sixth, g1*sixth
+	dst[0] = g0 * quarter
+	dst[stride] = -(even + odd)
+	dst[2*stride] = odd - even
+	dst[3*stride] = g0*twentyfourth + g1*twelfth + g2*sixth
+	dst[4*stride] = g0*twentyfourth - g1*twelfth + g2*sixth
+	dst[5*stride] = g2
+}
+
+// inputRow returns d B for a row d of an input tile (the same combination gives B^T d for a
+// column), in the order of the AVX2 kernel.
+func inputRow(d [Alpha]float32) [Alpha]float32 {
+	t0 := d[4] - 4*d[2]
+	t1 := d[3] - 4*d[1]
+	t2 := d[4] - d[2]
+	t3 := d[3] - d[1]
+	t3 += t3
+	return [Alpha]float32{4*(d[0]-d[2]) + t2, t0 + t1, t0 - t1, t2 + t3, t2 - t3, 4*(d[1]-d[3]) + (d[5] - d[3])}
+}
+
+// outputRow returns y A for a row y of a transformed tile (the same combination gives A^T y for
+// a column), in the order of the AVX2 kernel.
+func outputRow(y [Alpha]float32) [Out]float32 {
+	a, b, c, e := y[1]+y[2], y[1]-y[2], y[3]+y[4], y[3]-y[4]
+	return [Out]float32{y[0] + a + c, b + (e + e), a + 4*c, b + 8*e + y[5]}
+}
+
+// gradRow returns A z for a column z of an output tile's gradient (the same combination gives
+// z A^T for a row), in the order of the AVX2 kernel.
+func gradRow(z [Out]float32) [Alpha]float32 {
+	e, o := z[0]+z[2], z[1]+z[3]
+	e2, o2 := z[0]+4*z[2], (z[1]+z[1])+8*z[3]
+	return [Alpha]float32{z[0], e + o, e - o, e2 + o2, e2 - o2, z[3]}
+}
+
+// GradTile writes the transformed gradient A z A^T of an output tile z for c channels, the
+// adjoint of OutputTile: entry (p, q) of z, channel ch, is src[p*ld + q*col + ch], and
+// transformed entry xi = 6i + j, channel ch, goes to dst[xi*xiStride + ch]. Summed over the
+// tiles, its products with the transformed input tiles are the transformed weight gradient, which
+// FilterMatrix's transpose takes back to 3 x 3.
+func GradTile(dst, src []float32, c, ld, col, xiStride int) {
+	if c <= 0 {
 		return
 	}
-	for ci := 0; ci < c; ci++ {
-		for mi := m0; mi < m1; mi++ {
-			one(mi, ci, ci*m+mi)
+	_, _ = src[(Out-1)*(ld+col)+c-1], dst[(Points-1)*xiStride+c-1]
+	if vec := c &^ 7; vec > 0 && gradTileAsm(dst, src, vec/8, ld, col, xiStride) {
+		src, dst = src[vec:], dst[vec:]
+		c -= vec
+	}
+	for ch := 0; ch < c; ch++ {
+		var rows [Out][Alpha]float32 // rows[p] = z_p A^T
+		for p := range rows {
+			var z [Out]float32
+			for q := range z {
+				z[q] = src[p*ld+q*col+ch]
+			}
+			rows[p] = gradRow(z)
+		}
+		for j := 0; j < Alpha; j++ {
+			var column [Out]float32
+			for p := range column {
+				column[p] = rows[p][j]
+			}
+			for i, v := range gradRow(column) {
+				dst[(Alpha*i+j)*xiStride+ch] = v
+			}
 		}
 	}
 }
 
 // InputTile writes the transformed input tile B^T d B for c channels: entry (i, j) of the tile d,
-// channel ch, is src[i*ld + j*col + ch], and transformed entry xi = 4i + j, channel ch, goes to
+// channel ch, is src[i*ld + j*col + ch], and transformed entry xi = 6i + j, channel ch, goes to
 // dst[xi*xiStride + ch].
 func InputTile(dst, src []float32, c, ld, col, xiStride int) {
 	if c <= 0 {
 		return
 	}
-	_, _ = src[3*ld+3*col+c-1], dst[15*xiStride+c-1]
-	vec := c &^ 7
-	if vec > 0 && inputTileAsm(dst, src, vec/8, ld, col, xiStride) {
+	_, _ = src[(Alpha-1)*(ld+col)+c-1], dst[(Points-1)*xiStride+c-1]
+	if vec := c &^ 7; vec > 0 && inputTileAsm(dst, src, vec/8, ld, col, xiStride) {
 		src, dst = src[vec:], dst[vec:]
 		c -= vec
 	}
 	for ch := 0; ch < c; ch++ {
-		var d [4][4]float32
-		for i := range d {
-			for j := range d[i] {
-				d[i][j] = src[i*ld+j*col+ch]
+		var rows [Alpha][Alpha]float32 // rows[i] = d_i B
+		for i := range rows {
+			var d [Alpha]float32
+			for j := range d {
+				d[j] = src[i*ld+j*col+ch]
+			}
+			rows[i] = inputRow(d)
+		}
+		for j := 0; j < Alpha; j++ {
+			var column [Alpha]float32
+			for i := range column {
+				column[i] = rows[i][j]
+			}
+			for k, v := range inputRow(column) {
+				dst[(Alpha*k+j)*xiStride+ch] = v
 			}
 		}
-		// Each row times B, then B^T times the result, in the order of the kernels.
-		e0, e1, e2, e3 := cols(d[0]), cols(d[1]), cols(d[2]), cols(d[3])
-		for j := 0; j < 4; j++ {
-			dst[j*xiStride+ch] = e0[j] - e2[j]
-			dst[(4+j)*xiStride+ch] = e1[j] + e2[j]
-			dst[(8+j)*xiStride+ch] = e2[j] - e1[j]
-			dst[(12+j)*xiStride+ch] = e1[j] - e3[j]
-		}
 	}
-}
-
-// cols returns the row r of a tile times B.
-func cols(r [4]float32) [4]float32 {
-	return [4]float32{r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]}
 }
 
 // OutputTile writes the output tile A^T y A for c channels: transformed entry xi, channel ch,
@@ -122,25 +177,28 @@ func OutputTile(dst, src []float32, c, xiStride, ld, col int) {
 	if c <= 0 {
 		return
 	}
-	_, _ = src[15*xiStride+c-1], dst[ld+col+c-1]
-	vec := c &^ 7
-	if vec > 0 && outputTileAsm(dst, src, vec/8, xiStride, ld, col) {
+	_, _ = src[(Points-1)*xiStride+c-1], dst[(Out-1)*(ld+col)+c-1]
+	if vec := c &^ 7; vec > 0 && outputTileAsm(dst, src, vec/8, xiStride, ld, col) {
 		src, dst = src[vec:], dst[vec:]
 		c -= vec
 	}
 	for ch := 0; ch < c; ch++ {
-		for q := 0; q < 2; q++ {
-			var f [4]float32
-			for i := range f {
-				y0, y1, y2, y3 := src[4*i*xiStride+ch], src[(4*i+1)*xiStride+ch], src[(4*i+2)*xiStride+ch], src[(4*i+3)*xiStride+ch]
-				if q == 0 {
-					f[i] = y0 + y1 + y2
-				} else {
-					f[i] = y1 - y2 - y3
-				}
+		var rows [Alpha][Out]float32 // rows[i] = y_i A
+		for i := range rows {
+			var y [Alpha]float32
+			for j := range y {
+				y[j] = src[(Alpha*i+j)*xiStride+ch]
 			}
-			dst[q*col+ch] = f[0] + f[1] + f[2]
-			dst[ld+q*col+ch] = f[1] - f[2] - f[3]
+			rows[i] = outputRow(y)
+		}
+		for q := 0; q < Out; q++ {
+			var column [Alpha]float32
+			for i := range column {
+				column[i] = rows[i][q]
+			}
+			for p, v := range outputRow(column) {
+				dst[p*ld+q*col+ch] = v
+			}
 		}
 	}
 }

@@ -15,6 +15,9 @@ func inputTileAVX2(dst, src *float32, blocks, ld, col, xiStride int)
 func outputTileAVX2(dst, src *float32, blocks, xiStride, ld, col int)
 
 //go:noescape
+func gradTileAVX2(dst, src *float32, blocks, ld, col, xiStride int)
+
+//go:noescape
 func transposeAVX2(dst *float32, ldd int, src *float32, lds, blocks int)
 
 //go:noescape
@@ -37,5 +40,15 @@ func outputTileAsm(dst, src []float32, blocks, xiStride, ld, col int) bool {
 		return false
 	}
 	outputTileAVX2(&dst[0], &src[0], blocks, xiStride, ld, col)
+	return true
+}
+
+// gradTileAsm runs GradTile's first 8*blocks channels through the AVX2 kernel, if the processor
+// has AVX2, and tells whether it did.
+func gradTileAsm(dst, src []float32, blocks, ld, col, xiStride int) bool {
+	if !hasAVX2 {
+		return false
+	}
+	gradTileAVX2(&dst[0], &src[0], blocks, ld, col, xiStride)
 	return true
 }

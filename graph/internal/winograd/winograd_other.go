@@ -14,3 +14,6 @@ func inputTileAsm(dst, src []float32, blocks, ld, col, xiStride int) bool { retu
 
 // outputTileAsm has no kernel but on amd64.
 func outputTileAsm(dst, src []float32, blocks, xiStride, ld, col int) bool { return false }
+
+// gradTileAsm has no kernel but on amd64.
+func gradTileAsm(dst, src []float32, blocks, ld, col, xiStride int) bool { return false }

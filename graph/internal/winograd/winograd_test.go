@@ -31,9 +31,10 @@ func TestKernelsMatchGo(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, c := range []int{8, 19, 64} {
-		col, ld, xi := c+3, 5*(c+3)+1, c+5
-		src := randSlice(rng, 4*ld)
-		got, want := make([]float32, 16*xi), make([]float32, 16*xi)
+		col, xi := c+3, c+5
+		ld := Alpha*col + 1
+		src := randSlice(rng, Alpha*ld)
+		got, want := make([]float32, Points*xi), make([]float32, Points*xi)
 		InputTile(got, src, c, ld, col, xi)
 		withoutAsm(t, func() { InputTile(want, src, c, ld, col, xi) })
 		for i := range want {
@@ -41,8 +42,17 @@ func TestKernelsMatchGo(t *testing.T) {
 				t.Fatalf("InputTile, %d channels: entry %d = %v, Go loop %v", c, i, got[i], want[i])
 			}
 		}
-		y := randSlice(rng, 16*xi)
-		gotO, wantO := make([]float32, 2*ld), make([]float32, 2*ld)
+		z := randSlice(rng, Out*ld)
+		gotG, wantG := make([]float32, Points*xi), make([]float32, Points*xi)
+		GradTile(gotG, z, c, ld, col, xi)
+		withoutAsm(t, func() { GradTile(wantG, z, c, ld, col, xi) })
+		for i := range wantG {
+			if math.Float32bits(gotG[i]) != math.Float32bits(wantG[i]) {
+				t.Fatalf("GradTile, %d channels: entry %d = %v, Go loop %v", c, i, gotG[i], wantG[i])
+			}
+		}
+		y := randSlice(rng, Points*xi)
+		gotO, wantO := make([]float32, Out*ld), make([]float32, Out*ld)
 		OutputTile(gotO, y, c, xi, ld, col)
 		withoutAsm(t, func() { OutputTile(wantO, y, c, xi, ld, col) })
 		for i := range wantO {
@@ -53,63 +63,101 @@ func TestKernelsMatchGo(t *testing.T) {
 	}
 }
 
-// TestTileMatchesDirect checks a whole F(2x2, 3x3) tile (Filters, InputTile, the per-position
-// products summed over channels, OutputTile) against the direct correlation in float64, and
-// the flipped filters against the input gradient of the correlation.
+// filters returns the transformed filters of w (m x c x 3 x 3) by FilterMatrix(flip), summed
+// in float64: u[xi*m*c + mi*c + ci].
+func filters(w []float32, m, c int, flip bool) []float32 {
+	mat := FilterMatrix(flip)
+	u := make([]float32, Points*m*c)
+	for xi := 0; xi < Points; xi++ {
+		for f := 0; f < m*c; f++ {
+			s := 0.0
+			for k := 0; k < 9; k++ {
+				s += float64(mat[xi*9+k]) * float64(w[f*9+k])
+			}
+			u[xi*m*c+f] = float32(s)
+		}
+	}
+	return u
+}
+
+// TestTileMatchesDirect checks a whole F(4x4, 3x3) tile (FilterMatrix, InputTile, the
+// per-position products summed over channels, OutputTile) against the direct correlation in
+// float64, and the flipped matrix against the transform of the rotated filters.
 func TestTileMatchesDirect(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const m, c = 5, 11
 	w := randSlice(rng, m*c*9)
-	d := randSlice(rng, 16*c) // channels-last 4 x 4 tile: d[(4i+j)*c + ch]
-	u := make([]float32, 16*m*c)
-	Filters(u, w, m, c, 0, m, false)
-	v := make([]float32, 16*c)
-	InputTile(v, d, c, 4*c, c, c)
-	y := make([]float32, 16*m)
-	for xi := 0; xi < 16; xi++ {
+	d := randSlice(rng, Points*c) // channels-last 6 x 6 tile: d[(6i+j)*c + ch]
+	u := filters(w, m, c, false)
+	v := make([]float32, Points*c)
+	InputTile(v, d, c, Alpha*c, c, c)
+	y := make([]float32, Points*m)
+	for xi := 0; xi < Points; xi++ {
 		for mi := 0; mi < m; mi++ {
 			s := float32(0)
 			for ci := 0; ci < c; ci++ {
-				s += v[xi*c+ci] * u[xi*c*m+ci*m+mi]
+				s += v[xi*c+ci] * u[xi*m*c+mi*c+ci]
 			}
 			y[xi*m+mi] = s
 		}
 	}
-	out := make([]float32, 4*m) // 2 x 2 x m
-	OutputTile(out, y, m, m, 2*m, m)
-	for p := 0; p < 2; p++ {
-		for q := 0; q < 2; q++ {
+	out := make([]float32, Out*Out*m)
+	OutputTile(out, y, m, m, Out*m, m)
+	worst, scale := 0.0, 0.0
+	for p := 0; p < Out; p++ {
+		for q := 0; q < Out; q++ {
 			for mi := 0; mi < m; mi++ {
 				want := 0.0
 				for ci := 0; ci < c; ci++ {
 					for ky := 0; ky < 3; ky++ {
 						for kx := 0; kx < 3; kx++ {
-							want += float64(d[((p+ky)*4+q+kx)*c+ci]) * float64(w[((mi*c+ci)*3+ky)*3+kx])
+							want += float64(d[((p+ky)*Alpha+q+kx)*c+ci]) * float64(w[((mi*c+ci)*3+ky)*3+kx])
 						}
 					}
 				}
-				if got := float64(out[(p*2+q)*m+mi]); math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
-					t.Errorf("output (%d, %d) channel %d = %v, direct %v", p, q, mi, got, want)
-				}
+				got := float64(out[(p*Out+q)*m+mi])
+				worst, scale = max(worst, math.Abs(got-want)), max(scale, math.Abs(want))
 			}
 		}
 	}
-	// Flipped: u'[xi][mi][ci] is the transform of w[mi][ci] rotated by 180 degrees.
-	uf := make([]float32, 16*m*c)
-	Filters(uf, w, m, c, 0, 3, true)
-	Filters(uf, w, m, c, 3, m, true)
-	rot := make([]float32, m*c*9)
-	for mi := 0; mi < m; mi++ {
-		for ci := 0; ci < c; ci++ {
-			for k := 0; k < 9; k++ {
-				rot[(ci*m+mi)*9+k] = w[(mi*c+ci)*9+8-k]
-			}
+	// F(4x4, 3x3) in float32 errs by a few 1e-6 of the outputs' scale (direct float32 sums,
+	// about 1e-7); a wrong coefficient errs by the scale itself.
+	if worst > 1e-5*scale {
+		t.Errorf("largest difference from the direct correlation %g, want at most 1e-5 of the scale %g", worst, scale)
+	}
+	rot := make([]float32, len(w))
+	for f := 0; f < m*c; f++ {
+		for k := 0; k < 9; k++ {
+			rot[f*9+k] = w[f*9+8-k]
 		}
 	}
-	Filters(u, rot, c, m, 0, c, false) // filters c x m: u[xi][mi][ci]
-	for i := range u {
-		if u[i] != uf[i] {
-			t.Fatalf("flipped filter entry %d = %v, transform of the rotated filter %v", i, uf[i], u[i])
+	flipped, want := filters(w, m, c, true), filters(rot, m, c, false)
+	for i := range want {
+		if flipped[i] != want[i] {
+			t.Fatalf("flipped transform entry %d = %v, transform of the rotated filter %v", i, flipped[i], want[i])
+		}
+	}
+}
+
+// TestGradTileIsAdjoint checks that GradTile is the adjoint of OutputTile, <A^T y A, z> =
+// <y, A z A^T>, which makes its products with the input tiles the weight gradient.
+func TestGradTileIsAdjoint(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for trial := 0; trial < 5; trial++ {
+		y, z := randSlice(rng, Points), randSlice(rng, Out*Out)
+		o, g := make([]float32, Out*Out), make([]float32, Points)
+		OutputTile(o, y, 1, 1, Out, 1)
+		GradTile(g, z, 1, Out, 1, 1)
+		left, right, scale := 0.0, 0.0, 0.0
+		for i := range o {
+			left += float64(o[i]) * float64(z[i])
+			scale += math.Abs(float64(o[i]) * float64(z[i]))
+		}
+		for i := range g {
+			right += float64(y[i]) * float64(g[i])
+		}
+		if math.Abs(left-right) > 1e-5*scale {
+			t.Errorf("<A^T y A, z> = %v, <y, A z A^T> = %v", left, right)
 		}
 	}
 }
@@ -122,9 +170,9 @@ func TestTranspose(t *testing.T) {
 		for _, sz := range [][2]int{{8, 8}, {16, 24}, {13, 21}, {5, 3}, {9, 8}, {64, 4}} {
 			rows, cols := sz[0], sz[1]
 			lds, ldd := cols+3, rows+2
-			src := randSlice(rng, rows*lds)
+			src := randSlice(rng, (rows-1)*lds+cols) // no slack past the last row
 			for _, add := range []bool{false, true} {
-				dst := randSlice(rng, cols*ldd)
+				dst := randSlice(rng, (cols-1)*ldd+rows)
 				want := append([]float32(nil), dst...)
 				for i := 0; i < rows; i++ {
 					for j := 0; j < cols; j++ {
