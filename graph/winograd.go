@@ -212,8 +212,8 @@ func (p *winoConv) unpack(planes, o []float32, owp int, add bool) {
 	}
 }
 
-// filterMatrices are winograd.FilterMatrix(false) and (true).
-var filterMatrices = [2][]float32{winograd.FilterMatrix(false), winograd.FilterMatrix(true)}
+// filterMatrix is winograd.FilterMatrix().
+var filterMatrix = winograd.FilterMatrix()
 
 // filterBufs holds the buffers of the transformed filters and weight gradients between calls.
 var filterBufs struct {
@@ -242,21 +242,15 @@ func putFilterBuf(buf *[]float32) {
 
 // withFilters calls f with the transformed filters of w (m x c x 3 x 3) for d's convolution
 // (flip false) or for its input gradient (flip true, the filters rotated by 180 degrees): 36
-// matrices of m x c, stride apart in u, the product of the filter matrix with the filters' taps
-// (one filter per column), the columns split among the workers, in a buffer from filterBufs.
+// matrices of m x c, stride apart in u, computed by the workers, in a buffer from filterBufs.
 func withFilters(d *convDims, w []float32, flip bool, f func(u []float32, stride int)) {
 	mc := d.m * d.c
 	stride := mc + winoSkew
 	buf := getFilterBuf(winograd.Points * stride)
 	defer putFilterBuf(buf)
 	u := *buf
-	mat := filterMatrices[0]
-	if flip {
-		mat = filterMatrices[1]
-	}
-	impl := blas32.Implementation()
 	runWorkers(mc, func(_ *convScratch, j0, j1 int) {
-		impl.Sgemm(blas.NoTrans, blas.Trans, winograd.Points, j1-j0, 9, 1, mat, 9, w[j0*9:], 9, 0, u[j0:], stride)
+		winograd.Filters(u, stride, w, j0, j1, flip)
 	})
 	f(u, stride)
 }
@@ -308,9 +302,8 @@ func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
 		}
 	})
 	impl := blas32.Implementation()
-	mat := filterMatrices[0]
 	runWorkers(mc, func(_ *convScratch, f0, f1 int) {
-		impl.Sgemm(blas.Trans, blas.NoTrans, f1-f0, 9, winograd.Points, 1, z[f0:], stride, mat, 9, 1, dw[f0*9:], 9)
+		impl.Sgemm(blas.Trans, blas.NoTrans, f1-f0, 9, winograd.Points, 1, z[f0:], stride, filterMatrix, 9, 1, dw[f0*9:], 9)
 	})
 }
 

@@ -63,26 +63,17 @@ func TestKernelsMatchGo(t *testing.T) {
 	}
 }
 
-// filters returns the transformed filters of w (m x c x 3 x 3) by FilterMatrix(flip), summed
-// in float64: u[xi*m*c + mi*c + ci].
+// filters returns the transformed filters of w (m x c x 3 x 3): u[xi*m*c + mi*c + ci].
 func filters(w []float32, m, c int, flip bool) []float32 {
-	mat := FilterMatrix(flip)
 	u := make([]float32, Points*m*c)
-	for xi := 0; xi < Points; xi++ {
-		for f := 0; f < m*c; f++ {
-			s := 0.0
-			for k := 0; k < 9; k++ {
-				s += float64(mat[xi*9+k]) * float64(w[f*9+k])
-			}
-			u[xi*m*c+f] = float32(s)
-		}
-	}
+	Filters(u, m*c, w, 0, 2, flip)
+	Filters(u, m*c, w, 2, m*c, flip)
 	return u
 }
 
-// TestTileMatchesDirect checks a whole F(4x4, 3x3) tile (FilterMatrix, InputTile, the
-// per-position products summed over channels, OutputTile) against the direct correlation in
-// float64, and the flipped matrix against the transform of the rotated filters.
+// TestTileMatchesDirect checks a whole F(4x4, 3x3) tile (Filters, InputTile, the per-position
+// products summed over channels, OutputTile) against the direct correlation in float64, and the
+// flipped transform against the transform of the rotated filters.
 func TestTileMatchesDirect(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const m, c = 5, 11
