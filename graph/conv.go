@@ -95,6 +95,7 @@ type convScratch struct {
 	rows []float32 // the stacked patch matrices of a few examples' group, or some of their columns
 	pad  []float32 // an example's input planes with their padding, or their gradient
 	dy   []float32 // the output (gradient) of a few examples' group, side by side
+	wino winoScratch
 }
 
 // scratchPool holds the convolution workers' buffers between calls.
@@ -103,24 +104,24 @@ var scratchPool struct {
 	free []*convScratch
 }
 
-// getScratch returns a worker's buffers, at least of the sizes given.
-func getScratch(rows, pad, dy int) *convScratch {
+// getScratch returns a worker's buffers, of any size (see growBuf).
+func getScratch() *convScratch {
 	scratchPool.Lock()
-	var s *convScratch
+	defer scratchPool.Unlock()
 	if n := len(scratchPool.free); n > 0 {
-		s, scratchPool.free = scratchPool.free[n-1], scratchPool.free[:n-1]
-	} else {
-		s = &convScratch{}
+		s := scratchPool.free[n-1]
+		scratchPool.free = scratchPool.free[:n-1]
+		return s
 	}
-	scratchPool.Unlock()
-	grow := func(b []float32, n int) []float32 {
-		if len(b) < n {
-			return make([]float32, n)
-		}
-		return b
+	return &convScratch{}
+}
+
+// growBuf returns *b with at least n elements, reallocated (and kept in *b) when it is shorter.
+func growBuf(b *[]float32, n int) []float32 {
+	if len(*b) < n {
+		*b = make([]float32, n)
 	}
-	s.rows, s.pad, s.dy = grow(s.rows, rows), grow(s.pad, pad), grow(s.dy, dy)
-	return s
+	return *b
 }
 
 // putScratch returns buffers to the pool.
@@ -294,9 +295,8 @@ func (d *convDims) stackDy(s *convScratch, dy []float32, b0, nc, g int) ([]float
 }
 
 // parallel splits [0, n) into contiguous ranges among min(GOMAXPROCS, n) workers and runs
-// f(s, first, end) for each, with the worker's buffers, sized for d.
+// f(s, first, end) for each, with the worker's buffers, sized for d's patch matrices.
 func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end int)) {
-	workers := max(min(runtime.GOMAXPROCS(0), n), 1)
 	rows, pad, dy := d.nb*d.p*d.kk, 0, 0
 	if k.padded() {
 		pad = d.cg * d.hp * d.wp
@@ -304,8 +304,21 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 	if d.nb > 1 {
 		dy = d.mg * d.nb * d.p
 	}
+	runWorkers(n, func(s *convScratch, first, end int) {
+		growBuf(&s.rows, rows)
+		growBuf(&s.pad, pad)
+		growBuf(&s.dy, dy)
+		f(s, first, end)
+	})
+}
+
+// runWorkers splits [0, n) into contiguous ranges among min(GOMAXPROCS, n) workers and runs
+// f(s, first, end) for each, with buffers from the pool; the BLAS is single-threaded meanwhile
+// when there are several workers (each is a thread already).
+func runWorkers(n int, f func(s *convScratch, first, end int)) {
+	workers := max(min(runtime.GOMAXPROCS(0), n), 1)
 	if workers == 1 {
-		s := getScratch(rows, pad, dy)
+		s := getScratch()
 		f(s, 0, n)
 		putScratch(s)
 		return
@@ -316,7 +329,7 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := getScratch(rows, pad, dy)
+			s := getScratch()
 			f(s, i*n/workers, (i+1)*n/workers)
 			putScratch(s)
 		}()
@@ -349,6 +362,10 @@ func (k *conv2D) convolve(x, w []float32, shapes []tensor.Shape, out []float32, 
 				epilogue(0, out[b*d.m*d.p:][:d.m*d.p])
 			}
 		}
+		return nil
+	}
+	if k.winograd(d) {
+		k.winoForward(d, x, w, out, epilogue)
 		return nil
 	}
 	impl := blas32.Implementation()
@@ -399,6 +416,14 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 		return nil
 	}
 	impl := blas32.Implementation()
+	if k.winograd(d) {
+		if i == 0 {
+			k.winoInputGrad(d, w, dOut, dIn)
+		} else {
+			k.winoWeightGrad(d, x, dOut, dIn)
+		}
+		return nil
+	}
 	if i == 0 {
 		k.parallel(d, d.n, func(s *convScratch, first, end int) {
 			for b0 := first; b0 < end; b0 += d.nb {

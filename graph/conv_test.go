@@ -81,6 +81,7 @@ func relDiff(a, b []float32) float64 {
 // convCases are convolutions covering groups (1, 2, depthwise), strides, dilations, asymmetric
 // and oversized padding, rectangular kernels, 1x1 kernels, batches that split unevenly among
 // workers, and no input channels, no output channels or an input of height 0 inside its padding.
+// The winoCases among them run through Winograd's F(4x4, 3x3).
 var convCases = []struct {
 	x, w tensor.Shape
 	a    convAttrs
@@ -101,11 +102,57 @@ var convCases = []struct {
 	{tensor.Shape{2, 1, 0, 3}, tensor.Shape{2, 1, 1, 1}, convAttrs{groups: 1, sh: 2, sw: 1, dh: 1, dw: 1, top: 1, left: 0, bottom: 0, right: 0}},
 }
 
+// winoCases are 3x3 stride-1 convolutions that conv2D computes with Winograd's F(4x4, 3x3):
+// padding 1 (the ResNets'), none, asymmetric and 2; odd and even planes (partial tiles at the
+// edges); planes of one tile, stacked; and batches that split unevenly among workers.
+var winoCases = []struct {
+	x, w tensor.Shape
+	a    convAttrs
+}{
+	{tensor.Shape{3, 16, 8, 8}, tensor.Shape{24, 16, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}},
+	{tensor.Shape{2, 24, 7, 9}, tensor.Shape{16, 24, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1}},
+	{tensor.Shape{3, 16, 5, 6}, tensor.Shape{16, 16, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 0, left: 2, bottom: 1, right: 0}},
+	{tensor.Shape{5, 32, 2, 2}, tensor.Shape{40, 32, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 2, left: 2, bottom: 2, right: 2}},
+	{tensor.Shape{9, 16, 4, 4}, tensor.Shape{16, 16, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}},
+	{tensor.Shape{3, 16, 10, 14}, tensor.Shape{16, 16, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}},
+}
+
+func init() { convCases = append(convCases, winoCases...) }
+
+// TestWinogradCases checks that the winoCases take the Winograd path, and that convolutions
+// just outside its conditions do not.
+func TestWinogradCases(t *testing.T) {
+	for _, tc := range winoCases {
+		k := &conv2D{convAttrs: tc.a}
+		if !k.winograd(k.dims(tc.x, tc.w)) {
+			t.Errorf("convolution of %v with %v (%s) does not run through Winograd", tc.x, tc.w, tc.a.name())
+		}
+	}
+	one := convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}
+	for _, tc := range []struct {
+		x, w tensor.Shape
+		a    convAttrs
+	}{
+		{tensor.Shape{1, 8, 8, 8}, tensor.Shape{16, 8, 3, 3}, one},   // few input channels
+		{tensor.Shape{1, 20, 8, 8}, tensor.Shape{16, 20, 3, 3}, one}, // not a multiple of 8
+		{tensor.Shape{1, 16, 8, 8}, tensor.Shape{16, 16, 3, 3}, convAttrs{groups: 1, sh: 2, sw: 2, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}},
+		{tensor.Shape{1, 16, 8, 8}, tensor.Shape{16, 8, 3, 3}, convAttrs{groups: 2, sh: 1, sw: 1, dh: 1, dw: 1, top: 1, left: 1, bottom: 1, right: 1}},
+		{tensor.Shape{1, 16, 8, 8}, tensor.Shape{16, 16, 3, 3}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1, top: 3, left: 1, bottom: 1, right: 1}},
+		{tensor.Shape{1, 16, 8, 8}, tensor.Shape{16, 16, 1, 1}, convAttrs{groups: 1, sh: 1, sw: 1, dh: 1, dw: 1}},
+	} {
+		k := &conv2D{convAttrs: tc.a}
+		if k.winograd(k.dims(tc.x, tc.w)) {
+			t.Errorf("convolution of %v with %v (%s) runs through Winograd", tc.x, tc.w, tc.a.name())
+		}
+	}
+}
+
 // TestConvMatchesDirect checks conv2D's output and its gradients with respect to the input and
 // the weight against the direct loops, within 1e-4 of the largest value, on random data; every
 // case runs twice on the same kernel (its buffers are reused) and with one and two workers. With
 // gonum's BLAS the weight gradient must be bit for bit the direct loops', which sum every entry
-// over the examples and positions in order, as PyTorch does (see conv2D).
+// over the examples and positions in order, as PyTorch does (see conv2D), except through
+// Winograd's transforms (winoCases), which sum tile by tile.
 func TestConvMatchesDirect(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	random := func(n int) []float32 {
@@ -151,7 +198,8 @@ func TestConvMatchesDirect(t *testing.T) {
 						if err := k.backward(i, in, shapes, got, dOut, grad); err != nil {
 							t.Fatal(err)
 						}
-						if d := relDiff(grad, wantGrad); d > 1e-4 || i == 1 && BLAS == "gonum" && d != 0 {
+						exact := i == 1 && BLAS == "gonum" && !k.winograd(k.dims(tc.x, tc.w))
+						if d := relDiff(grad, wantGrad); d > 1e-4 || exact && d != 0 {
 							t.Errorf("run %d: gradient of input %d differs by %g relative", run, i, d)
 						}
 					}
