@@ -88,6 +88,9 @@ type conv2D struct {
 	// constInput is set when the input needs no gradient (it is the graph's input): input 0 is
 	// then not differentiable, and Gorgonia does not compute dX.
 	constInput bool
+	// filters, in forward-only programs, keeps the Winograd transform of the weight between
+	// calls (see filterCache).
+	filters *filterCache
 }
 
 // convScratch is one worker's buffers.

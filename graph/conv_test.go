@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 
 	"gorgonia.org/tensor"
@@ -230,5 +231,45 @@ func TestConvShapeErrors(t *testing.T) {
 		if s, err := tc.a.outShape([]tensor.Shape{tc.x, tc.w}); err == nil {
 			t.Errorf("convolution of %v with %v (%s) has shape %v, want an error", tc.x, tc.w, tc.a.name(), s)
 		}
+	}
+}
+
+// TestWinogradFilterCache checks that a convolution with a filter cache reuses the transformed
+// filters while the weight is unchanged (a corrupted cache shows in the output) and transforms
+// them again when any of its bits changes (the output is then the uncached one's).
+func TestWinogradFilterCache(t *testing.T) {
+	tc := winoCases[0]
+	rng := rand.New(rand.NewPCG(7, 8))
+	random := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	cached, plain := &conv2D{convAttrs: tc.a, filters: new(filterCache)}, &conv2D{convAttrs: tc.a}
+	shapes := []tensor.Shape{tc.x, tc.w}
+	outShape, err := plain.outShape(shapes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, w := random(tc.x.TotalSize()), random(tc.w.TotalSize())
+	run := func(k *conv2D) []float32 {
+		out := make([]float32, outShape.TotalSize())
+		if err := k.forward([][]float32{x, w}, shapes, out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got, want := run(cached), run(plain); !slices.Equal(got, want) {
+		t.Fatal("cached convolution differs from the uncached one")
+	}
+	cached.filters.u[0] += 1000 // reused while w is unchanged
+	if got, want := run(cached), run(plain); slices.Equal(got, want) {
+		t.Fatal("the cached transform was not reused")
+	}
+	w[0] = math.Nextafter32(w[0], 10) // one bit: transformed again
+	if got, want := run(cached), run(plain); !slices.Equal(got, want) {
+		t.Fatal("cached convolution after a weight change differs from the uncached one")
 	}
 }

@@ -772,6 +772,7 @@ func (b *builder) conv(n *Node) error {
 // fusedConv adds the convolution k of x with w (and bias, if hasBias) of node n as a fusedConv
 // kernel, with the evaluation-mode BatchNormalization and the Relu that alone read its output.
 func (b *builder) fusedConv(n *Node, k *conv2D, x, w *G.Node, bias value, hasBias bool) error {
+	k.filters = new(filterCache)
 	f := &fusedConv{conv: k, bias: hasBias}
 	args := G.Nodes{x, w}
 	if hasBias {

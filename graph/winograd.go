@@ -3,7 +3,9 @@ package graph
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
+	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -248,21 +250,64 @@ func withFilters(d *convDims, w []float32, flip bool, f func(u []float32, stride
 	stride := mc + winoSkew
 	buf := getFilterBuf(winograd.Points * stride)
 	defer putFilterBuf(buf)
-	u := *buf
-	runWorkers(mc, func(_ *convScratch, j0, j1 int) {
+	transformFilters(*buf, stride, w, flip)
+	f(*buf, stride)
+}
+
+// transformFilters writes the transformed filters of w into u (see withFilters), the filters
+// split among the workers.
+func transformFilters(u []float32, stride int, w []float32, flip bool) {
+	runWorkers(len(w)/9, func(_ *convScratch, j0, j1 int) {
 		winograd.Filters(u, stride, w, j0, j1, flip)
 	})
-	f(u, stride)
+}
+
+// filterCache keeps the transformed filters of a convolution of a forward-only program (an
+// evaluation or BatchNorm-statistics pass), with a copy of the weight they were computed from:
+// a transfer evaluates each point on dozens of batches with the same weights, and the transform
+// of ResNet-18's filters takes about a tenth of its evaluation pass. A weight that differs in any
+// bit is transformed again. It costs 5 times the weight's memory.
+type filterCache struct {
+	sync.Mutex
+	w, u   []float32
+	stride int
+}
+
+// withFilters calls f with the transformed filters of w for d's convolution, transformed again
+// only when w changed since the last call.
+func (c *filterCache) withFilters(d *convDims, w []float32, f func(u []float32, stride int)) {
+	c.Lock()
+	defer c.Unlock()
+	if !slices.Equal(asBits(c.w), asBits(w)) {
+		c.stride = d.m*d.c + winoSkew
+		c.u = growBuf(&c.u, winograd.Points*c.stride)
+		transformFilters(c.u, c.stride, w, false)
+		c.w = append(c.w[:0], w...)
+	}
+	f(c.u, c.stride)
+}
+
+// asBits returns the bits of x, for comparisons that tell NaNs, zeros and payloads apart.
+func asBits(x []float32) []uint32 {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&x[0])), len(x))
 }
 
 // winoForward computes the convolution of x with w into out through F(4x4, 3x3), calling
-// epilogue as convolve does. OpenBLAS stays single-threaded throughout (its threads would spin
+// epilogue as convolve does, with the kernel's filter cache when it has one. OpenBLAS stays single-threaded throughout (its threads would spin
 // between the workers' phases).
 func (k *conv2D) winoForward(d *convDims, x, w, out []float32, epilogue func(m0 int, y []float32)) {
 	defer serialBLAS()()
-	withFilters(d, w, false, func(u []float32, stride int) {
+	run := func(u []float32, stride int) {
 		newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left).run(x, u, stride, true, out, false, epilogue)
-	})
+	}
+	if k.filters != nil {
+		k.filters.withFilters(d, w, run)
+	} else {
+		withFilters(d, w, false, run)
+	}
 }
 
 // winoInputGrad adds the gradient of the input, dx, of d's convolution with w, given the

@@ -22,7 +22,7 @@ func main() {
 #include "textflag.h"
 
 // The AVX2 kernels of winograd.go and transpose.go. The transforms run in two passes through a
-// frame of 36 vectors: the rows of the tile, then its columns, every operation in the order of
+// frame on the stack: the rows of the tile, then its columns, every operation in the order of
 // the Go loops (the multiplications are by powers of 2, so exact).
 
 DATA four<>+0(SB)/4, $0x40800000
@@ -30,9 +30,9 @@ GLOBL four<>(SB), RODATA|NOPTR, $4
 DATA eight<>+0(SB)/4, $0x41000000
 GLOBL eight<>(SB), RODATA|NOPTR, $4
 `)
-	input()
-	output()
-	gradient()
+	separable("inputTileAVX2", 6, 6, inputRow)
+	separable("outputTileAVX2", 6, 4, outputRow)
+	separable("gradTileAVX2", 4, 6, gradRow)
 	transpose("transposeAVX2", false)
 	transpose("transposeAddAVX2", true)
 	if err := os.WriteFile("winograd_amd64.s", []byte(s.String()), 0o644); err != nil {
@@ -42,7 +42,7 @@ GLOBL eight<>(SB), RODATA|NOPTR, $4
 
 // inputRow computes the six entries of d B from d_j in Y0..Y5 (4.0 in Y15), leaving them in
 // Y0, Y8, Y9, Y12, Y13, Y1 (entries 0..5); see inputRow in winograd.go.
-func inputRow() [6]string {
+func inputRow() []string {
 	emit("VMULPS Y15, Y2, Y6")   // 4 d2
 	emit("VSUBPS Y6, Y4, Y6")    // t0 = d4 - 4 d2
 	emit("VMULPS Y15, Y1, Y7")   // 4 d1
@@ -61,73 +61,12 @@ func inputRow() [6]string {
 	emit("VMULPS Y15, Y1, Y1")   // 4 (d1 - d3)
 	emit("VSUBPS Y3, Y5, Y5")    // d5 - d3
 	emit("VADDPS Y5, Y1, Y1")    // v5 = 4 (d1 - d3) + (d5 - d3)
-	return [6]string{"Y0", "Y8", "Y9", "Y12", "Y13", "Y1"}
-}
-
-// input writes inputTileAVX2: B^T d B of a 6 x 6 tile, entry (i, j) at src + i*ld + j*col,
-// transformed entry xi = 6i + j at dst + xi*xiStride.
-func input() {
-	s.WriteString(`
-// func inputTileAVX2(dst, src *float32, blocks, ld, col, xiStride int)
-TEXT ·inputTileAVX2(SB), 0, $1152-48
-`)
-	emit("MOVQ dst+0(FP), DI")
-	emit("MOVQ src+8(FP), SI")
-	emit("MOVQ blocks+16(FP), CX")
-	emit("MOVQ ld+24(FP), R8")
-	emit("SHLQ $2, R8")
-	emit("MOVQ col+32(FP), R9")
-	emit("SHLQ $2, R9")
-	emit("MOVQ xiStride+40(FP), R10")
-	emit("SHLQ $2, R10")
-	emit("LEAQ (R9)(R9*2), R11")   // 3 col
-	emit("LEAQ (R11)(R9*2), R12")  // 5 col
-	emit("LEAQ (R10)(R10*2), R13") // 3 xi
-	emit("SHLQ $1, R13")           // 6 xi
-	emit("VBROADCASTSS four<>(SB), Y15")
-	s.WriteString("inloop:\n")
-	// Rows: d B into the frame, row i at i*192(SP).
-	emit("MOVQ SI, AX")
-	for i := 0; i < 6; i++ {
-		cols := []string{"(AX)", "(AX)(R9*1)", "(AX)(R9*2)", "(AX)(R11*1)", "(AX)(R9*4)", "(AX)(R12*1)"}
-		for j, c := range cols {
-			emit("VMOVUPS %s, Y%d", c, j)
-		}
-		for j, r := range inputRow() {
-			emit("VMOVUPS %s, %d(SP)", r, (i*6+j)*32)
-		}
-		if i < 5 {
-			emit("ADDQ R8, AX")
-		}
-	}
-	// Columns: B^T times column j of the frame, entry (k, j) to xi = 6k + j.
-	emit("MOVQ DI, AX")
-	for j := 0; j < 6; j++ {
-		for i := 0; i < 6; i++ {
-			emit("VMOVUPS %d(SP), Y%d", (i*6+j)*32, i)
-		}
-		out := inputRow()
-		emit("LEAQ (AX)(R13*2), BX")
-		emit("ADDQ R13, BX") // AX + 3 * 6xi
-		dsts := []string{"(AX)", "(AX)(R13*1)", "(AX)(R13*2)", "(BX)", "(BX)(R13*1)", "(BX)(R13*2)"}
-		for k, r := range out {
-			emit("VMOVUPS %s, %s", r, dsts[k])
-		}
-		if j < 5 {
-			emit("ADDQ R10, AX")
-		}
-	}
-	emit("ADDQ $32, SI")
-	emit("ADDQ $32, DI")
-	emit("DECQ CX")
-	emit("JNZ inloop")
-	emit("VZEROUPPER")
-	emit("RET")
+	return []string{"Y0", "Y8", "Y9", "Y12", "Y13", "Y1"}
 }
 
 // outputRow computes the four entries of y A from y_j in Y0..Y5 (4.0 in Y15, 8.0 in Y14),
 // leaving them in Y6, Y7, Y8, Y9; see outputRow in winograd.go.
-func outputRow() [4]string {
+func outputRow() []string {
 	emit("VADDPS Y2, Y1, Y10")  // a = y1 + y2
 	emit("VSUBPS Y2, Y1, Y11")  // b = y1 - y2
 	emit("VADDPS Y4, Y3, Y12")  // c = y3 + y4
@@ -141,71 +80,12 @@ func outputRow() [4]string {
 	emit("VMULPS Y14, Y13, Y9") // 8 e
 	emit("VADDPS Y9, Y11, Y9")  // b + 8 e
 	emit("VADDPS Y5, Y9, Y9")   // o3 = b + 8 e + y5
-	return [4]string{"Y6", "Y7", "Y8", "Y9"}
-}
-
-// output writes outputTileAVX2: A^T y A of a 6 x 6 transformed tile, entry xi at
-// src + xi*xiStride, output entry (p, q) at dst + p*ld + q*col.
-func output() {
-	s.WriteString(`
-// func outputTileAVX2(dst, src *float32, blocks, xiStride, ld, col int)
-TEXT ·outputTileAVX2(SB), 0, $768-48
-`)
-	emit("MOVQ dst+0(FP), DI")
-	emit("MOVQ src+8(FP), SI")
-	emit("MOVQ blocks+16(FP), CX")
-	emit("MOVQ xiStride+24(FP), R10")
-	emit("SHLQ $2, R10")
-	emit("MOVQ ld+32(FP), R8")
-	emit("SHLQ $2, R8")
-	emit("MOVQ col+40(FP), R9")
-	emit("SHLQ $2, R9")
-	emit("LEAQ (R10)(R10*2), R11") // 3 xi
-	emit("LEAQ (R11)(R10*2), R12") // 5 xi
-	emit("LEAQ (R11)(R11*1), R13") // 6 xi
-	emit("LEAQ (R8)(R8*2), DX")    // 3 ld
-	emit("VBROADCASTSS four<>(SB), Y15")
-	emit("VBROADCASTSS eight<>(SB), Y14")
-	s.WriteString("outloop:\n")
-	// Rows: y A into the frame, row i at i*128(SP).
-	emit("MOVQ SI, AX")
-	for i := 0; i < 6; i++ {
-		srcs := []string{"(AX)", "(AX)(R10*1)", "(AX)(R10*2)", "(AX)(R11*1)", "(AX)(R10*4)", "(AX)(R12*1)"}
-		for j, c := range srcs {
-			emit("VMOVUPS %s, Y%d", c, j)
-		}
-		for q, r := range outputRow() {
-			emit("VMOVUPS %s, %d(SP)", r, (i*4+q)*32)
-		}
-		if i < 5 {
-			emit("ADDQ R13, AX")
-		}
-	}
-	// Columns: A^T times column q of the frame, entry (p, q) to dst + p*ld + q*col.
-	emit("MOVQ DI, AX")
-	for q := 0; q < 4; q++ {
-		for i := 0; i < 6; i++ {
-			emit("VMOVUPS %d(SP), Y%d", (i*4+q)*32, i)
-		}
-		dsts := []string{"(AX)", "(AX)(R8*1)", "(AX)(R8*2)", "(AX)(DX*1)"}
-		for p, r := range outputRow() {
-			emit("VMOVUPS %s, %s", r, dsts[p])
-		}
-		if q < 3 {
-			emit("ADDQ R9, AX")
-		}
-	}
-	emit("ADDQ $32, SI")
-	emit("ADDQ $32, DI")
-	emit("DECQ CX")
-	emit("JNZ outloop")
-	emit("VZEROUPPER")
-	emit("RET")
+	return []string{"Y6", "Y7", "Y8", "Y9"}
 }
 
 // gradRow computes the six entries of A z for z_p in Y0..Y3 (4.0 in Y15, 8.0 in Y14), leaving
 // them in Y0, Y6, Y7, Y8, Y9, Y3; see gradRow in winograd.go.
-func gradRow() [6]string {
+func gradRow() []string {
 	emit("VADDPS Y2, Y0, Y4")   // e = z0 + z2
 	emit("VADDPS Y3, Y1, Y5")   // o = z1 + z3
 	emit("VADDPS Y5, Y4, Y6")   // v1 = e + o
@@ -217,65 +97,60 @@ func gradRow() [6]string {
 	emit("VADDPS Y10, Y5, Y5")  // o' = 2 z1 + 8 z3
 	emit("VADDPS Y5, Y4, Y8")   // v3 = e' + o'
 	emit("VSUBPS Y5, Y4, Y9")   // v4 = e' - o'
-	return [6]string{"Y0", "Y6", "Y7", "Y8", "Y9", "Y3"}
+	return []string{"Y0", "Y6", "Y7", "Y8", "Y9", "Y3"}
 }
 
-// gradient writes gradTileAVX2: A z A^T of a 4 x 4 tile of the output's gradient, entry (p, q)
-// at src + p*ld + q*col, transformed entry xi = 6i + j at dst + xi*xiStride.
-func gradient() {
-	s.WriteString(`
-// func gradTileAVX2(dst, src *float32, blocks, ld, col, xiStride int)
-TEXT ·gradTileAVX2(SB), 0, $768-48
-`)
+// separable writes a transform kernel: the 1-D transform row (n values in Y0.., k results in
+// the registers it returns) applied to every row of an n x n tile, entry (i, j) at
+// src + i*sRow + j*sCol, into a frame of n x k vectors, then to every column of the frame, entry
+// (a, b) of the result to dst + a*dRow + b*dCol; 8 channels per iteration, blocks iterations.
+func separable(name string, n, k int, row func() []string) {
+	fmt.Fprintf(&s, "\n// func %s(dst, src *float32, blocks, sRow, sCol, dRow, dCol int)\n", name)
+	fmt.Fprintf(&s, "TEXT ·%s(SB), 0, $%d-56\n", name, n*k*32)
 	emit("MOVQ dst+0(FP), DI")
 	emit("MOVQ src+8(FP), SI")
 	emit("MOVQ blocks+16(FP), CX")
-	emit("MOVQ ld+24(FP), R8")
-	emit("SHLQ $2, R8")
-	emit("MOVQ col+32(FP), R9")
-	emit("SHLQ $2, R9")
-	emit("MOVQ xiStride+40(FP), R10")
-	emit("SHLQ $2, R10")
-	emit("LEAQ (R9)(R9*2), R11")   // 3 col
-	emit("LEAQ (R10)(R10*2), R13") // 3 xi
-	emit("SHLQ $1, R13")           // 6 xi
+	for i, arg := range []string{"sRow", "sCol", "dRow", "dCol"} { // in bytes: R8, R9, R10, R11
+		emit("MOVQ %s+%d(FP), R%d", arg, 24+8*i, 8+i)
+		emit("SHLQ $2, R%d", 8+i)
+	}
+	emit("LEAQ (R9)(R9*2), R12")  // 3 sCol
+	emit("LEAQ (R12)(R9*2), R13") // 5 sCol
+	emit("LEAQ (R10)(R10*2), DX") // 3 dRow
+	emit("LEAQ (DX)(R10*2), R14") // 5 dRow
 	emit("VBROADCASTSS four<>(SB), Y15")
 	emit("VBROADCASTSS eight<>(SB), Y14")
-	s.WriteString("gradloop:\n")
-	// Rows: z A^T into the frame, row p at p*192(SP).
-	emit("MOVQ SI, AX")
-	for p := 0; p < 4; p++ {
-		for q, c := range []string{"(AX)", "(AX)(R9*1)", "(AX)(R9*2)", "(AX)(R11*1)"} {
-			emit("VMOVUPS %s, Y%d", c, q)
+	srcAt := []string{"(AX)", "(AX)(R9*1)", "(AX)(R9*2)", "(AX)(R12*1)", "(AX)(R9*4)", "(AX)(R13*1)"}
+	dstAt := []string{"(BX)", "(BX)(R10*1)", "(BX)(R10*2)", "(BX)(DX*1)", "(BX)(R10*4)", "(BX)(R14*1)"}
+	fmt.Fprintf(&s, "%sloop:\n", name)
+	emit("MOVQ SI, AX") // the rows of the tile into the frame, row i at i*k*32(SP)
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			emit("VMOVUPS %s, Y%d", srcAt[j], j)
 		}
-		for j, r := range gradRow() {
-			emit("VMOVUPS %s, %d(SP)", r, (p*6+j)*32)
+		for b, r := range row() {
+			emit("VMOVUPS %s, %d(SP)", r, (i*k+b)*32)
 		}
-		if p < 3 {
+		if i < n-1 {
 			emit("ADDQ R8, AX")
 		}
 	}
-	// Columns: A times column j of the frame, entry (i, j) to xi = 6i + j.
-	emit("MOVQ DI, AX")
-	for j := 0; j < 6; j++ {
-		for p := 0; p < 4; p++ {
-			emit("VMOVUPS %d(SP), Y%d", (p*6+j)*32, p)
+	emit("MOVQ DI, BX") // the columns of the frame into dst
+	for b := 0; b < k; b++ {
+		for i := 0; i < n; i++ {
+			emit("VMOVUPS %d(SP), Y%d", (i*k+b)*32, i)
 		}
-		out := gradRow()
-		emit("LEAQ (AX)(R13*2), BX")
-		emit("ADDQ R13, BX")
-		dsts := []string{"(AX)", "(AX)(R13*1)", "(AX)(R13*2)", "(BX)", "(BX)(R13*1)", "(BX)(R13*2)"}
-		for i, r := range out {
-			emit("VMOVUPS %s, %s", r, dsts[i])
+		for a, r := range row() {
+			emit("VMOVUPS %s, %s", r, dstAt[a])
 		}
-		if j < 5 {
-			emit("ADDQ R10, AX")
+		if b < k-1 {
+			emit("ADDQ R11, BX")
 		}
 	}
 	emit("ADDQ $32, SI")
 	emit("ADDQ $32, DI")
 	emit("DECQ CX")
-	emit("JNZ gradloop")
+	fmt.Fprintf(&s, "\tJNZ %sloop\n", name)
 	emit("VZEROUPPER")
 	emit("RET")
 }

@@ -106,30 +106,59 @@ func gRow(dst []float64, stride int, g0, g1, g2 float64) {
 	dst[5*stride] = g2
 }
 
-// inputRow returns d B for a row d of an input tile (the same combination gives B^T d for a
+// inputRow sets out to d B for a row d of an input tile (the same combination gives B^T d for a
 // column), in the order of the AVX2 kernel.
-func inputRow(d [Alpha]float32) [Alpha]float32 {
+func inputRow(d, out []float32) {
+	d, out = d[:Alpha], out[:Alpha]
 	t0 := d[4] - 4*d[2]
 	t1 := d[3] - 4*d[1]
 	t2 := d[4] - d[2]
 	t3 := d[3] - d[1]
 	t3 += t3
-	return [Alpha]float32{4*(d[0]-d[2]) + t2, t0 + t1, t0 - t1, t2 + t3, t2 - t3, 4*(d[1]-d[3]) + (d[5] - d[3])}
+	out[0], out[1], out[2], out[3], out[4], out[5] = 4*(d[0]-d[2])+t2, t0+t1, t0-t1, t2+t3, t2-t3, 4*(d[1]-d[3])+(d[5]-d[3])
 }
 
-// outputRow returns y A for a row y of a transformed tile (the same combination gives A^T y for
-// a column), in the order of the AVX2 kernel.
-func outputRow(y [Alpha]float32) [Out]float32 {
+// outputRow sets out to y A for a row y of a transformed tile (the same combination gives A^T y
+// for a column), in the order of the AVX2 kernel.
+func outputRow(y, out []float32) {
+	y, out = y[:Alpha], out[:Out]
 	a, b, c, e := y[1]+y[2], y[1]-y[2], y[3]+y[4], y[3]-y[4]
-	return [Out]float32{y[0] + a + c, b + (e + e), a + 4*c, b + 8*e + y[5]}
+	out[0], out[1], out[2], out[3] = y[0]+a+c, b+(e+e), a+4*c, b+8*e+y[5]
 }
 
-// gradRow returns A z for a column z of an output tile's gradient (the same combination gives
-// z A^T for a row), in the order of the AVX2 kernel.
-func gradRow(z [Out]float32) [Alpha]float32 {
+// gradRow sets out to A z for a column z of an output tile's gradient (the same combination
+// gives z A^T for a row), in the order of the AVX2 kernel.
+func gradRow(z, out []float32) {
+	z, out = z[:Out], out[:Alpha]
 	e, o := z[0]+z[2], z[1]+z[3]
 	e2, o2 := z[0]+4*z[2], (z[1]+z[1])+8*z[3]
-	return [Alpha]float32{z[0], e + o, e - o, e2 + o2, e2 - o2, z[3]}
+	out[0], out[1], out[2], out[3], out[4], out[5] = z[0], e+o, e-o, e2+o2, e2-o2, z[3]
+}
+
+// separable applies the 1-D transform row (n values to k) to every row of an n x n tile, then to
+// every column of the result, for c channels: entry (i, j) of the tile, channel ch, is
+// src[i*sRow + j*sCol + ch], entry (a, b) of the result goes to dst[a*dRow + b*dCol + ch]. This
+// is the transforms' Go loop, in the order of their kernels.
+func separable(dst, src []float32, c, n, k, sRow, sCol, dRow, dCol int, row func(in, out []float32)) {
+	var in, out [Alpha]float32
+	var rows [Alpha][Alpha]float32 // rows[i][:k]: row i transformed
+	for ch := 0; ch < c; ch++ {
+		for i := 0; i < n; i++ {
+			for j := 0; j < n; j++ {
+				in[j] = src[i*sRow+j*sCol+ch]
+			}
+			row(in[:n], rows[i][:k])
+		}
+		for b := 0; b < k; b++ {
+			for i := 0; i < n; i++ {
+				in[i] = rows[i][b]
+			}
+			row(in[:n], out[:k])
+			for a, v := range out[:k] {
+				dst[a*dRow+b*dCol+ch] = v
+			}
+		}
+	}
 }
 
 // GradTile writes the transformed gradient A z A^T of an output tile z for c channels, the
@@ -143,28 +172,9 @@ func GradTile(dst, src []float32, c, ld, col, xiStride int) {
 	}
 	_, _ = src[(Out-1)*(ld+col)+c-1], dst[(Points-1)*xiStride+c-1]
 	if vec := c &^ 7; vec > 0 && gradTileAsm(dst, src, vec/8, ld, col, xiStride) {
-		src, dst = src[vec:], dst[vec:]
-		c -= vec
+		src, dst, c = src[vec:], dst[vec:], c-vec
 	}
-	for ch := 0; ch < c; ch++ {
-		var rows [Out][Alpha]float32 // rows[p] = z_p A^T
-		for p := range rows {
-			var z [Out]float32
-			for q := range z {
-				z[q] = src[p*ld+q*col+ch]
-			}
-			rows[p] = gradRow(z)
-		}
-		for j := 0; j < Alpha; j++ {
-			var column [Out]float32
-			for p := range column {
-				column[p] = rows[p][j]
-			}
-			for i, v := range gradRow(column) {
-				dst[(Alpha*i+j)*xiStride+ch] = v
-			}
-		}
-	}
+	separable(dst, src, c, Out, Alpha, ld, col, Alpha*xiStride, xiStride, gradRow)
 }
 
 // InputTile writes the transformed input tile B^T d B for c channels: entry (i, j) of the tile d,
@@ -176,28 +186,9 @@ func InputTile(dst, src []float32, c, ld, col, xiStride int) {
 	}
 	_, _ = src[(Alpha-1)*(ld+col)+c-1], dst[(Points-1)*xiStride+c-1]
 	if vec := c &^ 7; vec > 0 && inputTileAsm(dst, src, vec/8, ld, col, xiStride) {
-		src, dst = src[vec:], dst[vec:]
-		c -= vec
+		src, dst, c = src[vec:], dst[vec:], c-vec
 	}
-	for ch := 0; ch < c; ch++ {
-		var rows [Alpha][Alpha]float32 // rows[i] = d_i B
-		for i := range rows {
-			var d [Alpha]float32
-			for j := range d {
-				d[j] = src[i*ld+j*col+ch]
-			}
-			rows[i] = inputRow(d)
-		}
-		for j := 0; j < Alpha; j++ {
-			var column [Alpha]float32
-			for i := range column {
-				column[i] = rows[i][j]
-			}
-			for k, v := range inputRow(column) {
-				dst[(Alpha*k+j)*xiStride+ch] = v
-			}
-		}
-	}
+	separable(dst, src, c, Alpha, Alpha, ld, col, Alpha*xiStride, xiStride, inputRow)
 }
 
 // OutputTile writes the output tile A^T y A for c channels: transformed entry xi, channel ch,
@@ -208,26 +199,7 @@ func OutputTile(dst, src []float32, c, xiStride, ld, col int) {
 	}
 	_, _ = src[(Points-1)*xiStride+c-1], dst[(Out-1)*(ld+col)+c-1]
 	if vec := c &^ 7; vec > 0 && outputTileAsm(dst, src, vec/8, xiStride, ld, col) {
-		src, dst = src[vec:], dst[vec:]
-		c -= vec
+		src, dst, c = src[vec:], dst[vec:], c-vec
 	}
-	for ch := 0; ch < c; ch++ {
-		var rows [Alpha][Out]float32 // rows[i] = y_i A
-		for i := range rows {
-			var y [Alpha]float32
-			for j := range y {
-				y[j] = src[(Alpha*i+j)*xiStride+ch]
-			}
-			rows[i] = outputRow(y)
-		}
-		for q := 0; q < Out; q++ {
-			var column [Alpha]float32
-			for i := range column {
-				column[i] = rows[i][q]
-			}
-			for p, v := range outputRow(column) {
-				dst[p*ld+q*col+ch] = v
-			}
-		}
-	}
+	separable(dst, src, c, Alpha, Out, Alpha*xiStride, xiStride, ld, col, outputRow)
 }

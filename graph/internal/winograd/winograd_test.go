@@ -33,31 +33,23 @@ func TestKernelsMatchGo(t *testing.T) {
 	for _, c := range []int{8, 19, 64} {
 		col, xi := c+3, c+5
 		ld := Alpha*col + 1
-		src := randSlice(rng, Alpha*ld)
-		got, want := make([]float32, Points*xi), make([]float32, Points*xi)
-		InputTile(got, src, c, ld, col, xi)
-		withoutAsm(t, func() { InputTile(want, src, c, ld, col, xi) })
-		for i := range want {
-			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-				t.Fatalf("InputTile, %d channels: entry %d = %v, Go loop %v", c, i, got[i], want[i])
-			}
-		}
-		z := randSlice(rng, Out*ld)
-		gotG, wantG := make([]float32, Points*xi), make([]float32, Points*xi)
-		GradTile(gotG, z, c, ld, col, xi)
-		withoutAsm(t, func() { GradTile(wantG, z, c, ld, col, xi) })
-		for i := range wantG {
-			if math.Float32bits(gotG[i]) != math.Float32bits(wantG[i]) {
-				t.Fatalf("GradTile, %d channels: entry %d = %v, Go loop %v", c, i, gotG[i], wantG[i])
-			}
-		}
-		y := randSlice(rng, Points*xi)
-		gotO, wantO := make([]float32, Out*ld), make([]float32, Out*ld)
-		OutputTile(gotO, y, c, xi, ld, col)
-		withoutAsm(t, func() { OutputTile(wantO, y, c, xi, ld, col) })
-		for i := range wantO {
-			if math.Float32bits(gotO[i]) != math.Float32bits(wantO[i]) {
-				t.Fatalf("OutputTile, %d channels: entry %d = %v, Go loop %v", c, i, gotO[i], wantO[i])
+		for _, k := range []struct {
+			name      string
+			src, dst  int // sizes
+			transform func(dst, src []float32)
+		}{
+			{"InputTile", Alpha * ld, Points * xi, func(dst, src []float32) { InputTile(dst, src, c, ld, col, xi) }},
+			{"GradTile", Out * ld, Points * xi, func(dst, src []float32) { GradTile(dst, src, c, ld, col, xi) }},
+			{"OutputTile", Points * xi, Out * ld, func(dst, src []float32) { OutputTile(dst, src, c, xi, ld, col) }},
+		} {
+			src := randSlice(rng, k.src)
+			got, want := make([]float32, k.dst), make([]float32, k.dst)
+			k.transform(got, src)
+			withoutAsm(t, func() { k.transform(want, src) })
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s, %d channels: entry %d = %v, Go loop %v", k.name, c, i, got[i], want[i])
+				}
 			}
 		}
 	}
