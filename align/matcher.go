@@ -423,7 +423,7 @@ func (m *Matcher) stale(g int, solvedAt, changedAt []int) bool {
 // parameters are compared element by element; a low-rank one contributes
 // ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors.
 func (m *Matcher) objective(pi Perm) float64 {
-	buf := make([]float64, m.maxElems)
+	buf := make([]float32, m.maxElems)
 	var work []float32
 	total := 0.0
 	for _, pr := range m.pairs {
@@ -437,7 +437,7 @@ func (m *Matcher) objective(pi Perm) float64 {
 			ps := buf[:len(s.dense.Data)]
 			gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
 			for x, v := range t.dense.Data {
-				d := float64(v) - ps[x]
+				d := float64(v) - float64(ps[x])
 				sum += d * d
 			}
 		}

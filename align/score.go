@@ -139,12 +139,15 @@ func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []floa
 	}{{t, tabsT, a}, {src, tabsS, b}} {
 		other := without(side.tabs)
 		if side.o.dense != nil {
-			for i := 0; i < n; i++ {
-				for r := 0; r < mem.repeat*mem.block; r++ {
-					at := i*ld + col + r*rest
-					gather(side.panel[at:at+rest], side.o.dense.Data, side.tabs[mem.axis][mem.pos(n, i, r)], other)
+			outer, run := runs(other)
+			parallelRows(n, rest*mem.repeat*mem.block, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					for r := 0; r < mem.repeat*mem.block; r++ {
+						at := i*ld + col + r*rest
+						gatherRuns(side.panel[at:at+rest], side.o.dense.Data, side.tabs[mem.axis][mem.pos(n, i, r)], outer, run)
+					}
 				}
-			}
+			})
 			continue
 		}
 		lr, idx := m.oriented(side.o.lr, mem.axis, other[0])
@@ -237,6 +240,23 @@ func addABt(s []float64, w float64, a, b []float32, n, k, ld int, c *[]float32) 
 			addScaled(s[i0*n:(i0+rows)*n], w, cb[:rows*n])
 		}
 	}
+}
+
+// parallelRows calls rows(lo, hi) on consecutive ranges covering 0..n-1, shared out to
+// GOMAXPROCS goroutines when the n rows of width elements are enough work.
+func parallelRows(n, width int, rows func(lo, hi int)) {
+	const minPerWorker = 1 << 15
+	workers := min(runtime.GOMAXPROCS(0), n, n*width/minPerWorker)
+	if workers <= 1 {
+		rows(0, n)
+		return
+	}
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += per {
+		wg.Go(func() { rows(lo, min(lo+per, n)) })
+	}
+	wg.Wait()
 }
 
 // addScaled adds w*x to dst in float64, in parallel for long slices.
