@@ -431,27 +431,35 @@ func (m *Matcher) stale(g int, solvedAt, changedAt []int) bool {
 
 // objective returns sum_p w_p ||target_p - pi(source_p)||^2 over the spec's parameters. Dense
 // parameters are compared element by element; a low-rank one contributes
-// ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors.
+// ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors. The pairs are shared
+// out to GOMAXPROCS goroutines, each pair summed as one, and their sums added in pair order: the
+// result does not depend on the number of goroutines.
 func (m *Matcher) objective(pi Perm) float64 {
-	buf := make([]float32, m.maxElems)
-	var work []float32
-	total := 0.0
-	for _, pr := range m.pairs {
-		sum := 0.0
-		for k := range m.names {
-			t, s := pr.target[k], pr.source[k]
-			if t.dense == nil || s.dense == nil {
-				sum += max(t.norm+s.norm-2*m.lowRankCorrelation(k, t, s, pi, &work), 0)
-				continue
+	sums := make([]float64, len(m.pairs))
+	parallelRows(len(m.pairs), m.maxElems, func(lo, hi int) {
+		buf := make([]float32, m.maxElems)
+		var work []float32
+		for p, pr := range m.pairs[lo:hi] {
+			sum := 0.0
+			for k := range m.names {
+				t, s := pr.target[k], pr.source[k]
+				if t.dense == nil || s.dense == nil {
+					sum += max(t.norm+s.norm-2*m.lowRankCorrelation(k, t, s, pi, &work), 0)
+					continue
+				}
+				ps := buf[:len(s.dense.Data)]
+				gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
+				for x, v := range t.dense.Data {
+					d := float64(v) - float64(ps[x])
+					sum += d * d
+				}
 			}
-			ps := buf[:len(s.dense.Data)]
-			gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
-			for x, v := range t.dense.Data {
-				d := float64(v) - float64(ps[x])
-				sum += d * d
-			}
+			sums[lo+p] = pr.w * sum
 		}
-		total += pr.w * sum
+	})
+	total := 0.0
+	for _, s := range sums {
+		total += s
 	}
 	return total
 }
