@@ -60,11 +60,13 @@ type Matcher struct {
 	maxElems  int           // largest dense parameter size, for the objective's scratch buffer
 
 	// State kept across Solve calls: the assignment solver of every group (warm starts), the
-	// score matrix of every group and what it holds, the scratch space of the score products.
-	assigners []Assigner
-	caches    []scoreCache
-	work      scoreWork
-	timing    Timing
+	// score matrix of every group and what it holds (within cacheElems, see score), the scratch
+	// space of the score products.
+	assigners  []Assigner
+	caches     []scoreCache
+	cacheClock int
+	work       scoreWork
+	timing     Timing
 }
 
 // Timing is where Solve spent its time.
@@ -283,12 +285,12 @@ var errNoPairs = errors.New("align: matcher: solve: no pairs added")
 // sum_i S[i][pi_g[i]], so the objective never increases (up to the float32 rounding of the
 // products). A group none of whose neighbours (groups sharing a parameter) changed since its
 // last solve is skipped, since its optimum cannot have moved. Every group's score matrix is
-// kept: when the group is built again, only the pairs added since are summed in (FGMT adds one
-// pair per step to a Matcher it keeps), and when some neighbours changed, only the change their
-// moved positions make (see updateScore; later sweeps move a fraction of the units). Solve
-// stops after a sweep that changes nothing or lowers the objective by no more than Tol
-// (relative), or after MaxSweeps. warm is not modified. The result is deterministic for a given
-// Seed and sequence of calls.
+// kept (up to 64 MiB together, or the largest group's): when the group is built again, only
+// the pairs added since are summed in (FGMT adds one pair per step to a Matcher it keeps), and
+// when some neighbours changed, only the change their moved positions make (see updateScore;
+// later sweeps move a fraction of the units). Solve stops after a sweep that changes nothing
+// or lowers the objective by no more than Tol (relative), or after MaxSweeps. warm is not
+// modified. The result is deterministic for a given Seed and sequence of calls.
 func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 	if m.specErr != nil {
 		return nil, Result{}, fmt.Errorf("align: matcher: solve: spec: %w", m.specErr)
@@ -372,15 +374,23 @@ type scoreCache struct {
 	score     []float64
 	pairs     int
 	neighbors [][]int
+	used      int // when it was last used, on the Matcher's cacheClock
 }
 
 // score returns the score matrix of group g over every pair under pi, brought up to date from
 // the group's cached one: pairs added since are summed in, and when neighbours changed, the
-// change is added (updateScore) unless a build from scratch is cheaper.
+// change is added (updateScore) unless a build from scratch is cheaper. The matrices kept take
+// at most cacheElems elements or the largest group's matrix: the least recently used are
+// released to make room.
 func (m *Matcher) score(g int, pi Perm) []float64 {
 	c := &m.caches[g]
 	n := m.spec.Groups[g].Size
+	if cap(c.score) < n*n {
+		m.release(g, n*n)
+	}
 	s := grow(&c.score, n*n)
+	m.cacheClock++
+	c.used = m.cacheClock
 	switch {
 	case c.valid && c.holds(m.neighbors[g], pi):
 	case c.valid && m.updateScore(g, c.before(m.neighbors[g], pi), pi, s, c.pairs):
@@ -395,6 +405,31 @@ func (m *Matcher) score(g int, pi Perm) []float64 {
 		c.neighbors = append(c.neighbors, slices.Clone(pi[h]))
 	}
 	return s
+}
+
+// release frees the least recently used score matrices of groups other than g until one of
+// elems elements more fits the cache bound.
+func (m *Matcher) release(g, elems int) {
+	bound := cacheElems
+	for _, gr := range m.spec.Groups {
+		bound = max(bound, gr.Size*gr.Size)
+	}
+	for {
+		total, lru := elems, -1
+		for h, c := range m.caches {
+			if h == g || c.score == nil {
+				continue
+			}
+			total += cap(c.score)
+			if lru < 0 || c.used < m.caches[lru].used {
+				lru = h
+			}
+		}
+		if total <= bound || lru < 0 {
+			return
+		}
+		m.caches[lru] = scoreCache{}
+	}
 }
 
 // holds reports whether the cache was built under the current permutation of the neighbours.

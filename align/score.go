@@ -21,6 +21,9 @@ var (
 	// chunkCols bounds the inner dimension of one float32 product: longer dot products are
 	// split and the parts summed in float64, which bounds the float32 rounding error.
 	chunkCols = 1024
+	// cacheElems bounds the score matrices a Matcher keeps (see Matcher.score), in float64
+	// elements (8 Mi, 64 MiB), unless the largest group's alone is bigger.
+	cacheElems = 1 << 23
 )
 
 // scoreWork is the reusable workspace of buildScore.
