@@ -26,9 +26,11 @@
 // The score matrices are sums of products of slabs, computed in float32 by gonum's BLAS and
 // accumulated in float64. A gradient of a dense layer over a batch of B examples is a sum of B
 // outer products; given as a LowRank (Matcher.AddOperands) its score is formed from the factors,
-// U_t^T (V_t V_s^T) U_s, at a cost of about n*B*(n+B) instead of n*n*m for an n x m weight. The
-// last score matrix built is kept, so that pairs added to a Matcher that is solved again (as FGMT
-// does) are summed into it alone.
+// U_t^T (V_t V_s^T) U_s, at a cost of about n*B*(n+B) instead of n*n*m for an n x m weight.
+// Every group's score matrix is kept (up to 64 MiB together, or the largest group's): pairs
+// added to a Matcher that is solved again (as FGMT does) are summed into it alone, and when a
+// neighbouring group's permutation moves some of its units, only the products of the slabs at
+// the moved positions (target times the source's change) are added.
 //
 // # Assignment
 //

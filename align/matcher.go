@@ -60,12 +60,13 @@ type Matcher struct {
 	maxElems  int           // largest dense parameter size, for the objective's scratch buffer
 
 	// State kept across Solve calls: the assignment solver of every group (warm starts), the
-	// score matrix last built and what it holds, the scratch space of the score products.
-	assigners []Assigner
-	score     []float64
-	cache     scoreCache
-	work      scoreWork
-	timing    Timing
+	// score matrix of every group and what it holds (within cacheElems, see score), the scratch
+	// space of the score products.
+	assigners  []Assigner
+	caches     []scoreCache
+	cacheClock int
+	work       scoreWork
+	timing     Timing
 }
 
 // Timing is where Solve spent its time.
@@ -105,13 +106,14 @@ func (o operand) shape() []int {
 // member in any one group (otherwise the per-group subproblem is quadratic, not a linear
 // assignment); such a spec is reported by Add and Solve.
 func NewMatcher(s Spec, opt MatcherOptions) *Matcher {
-	m := &Matcher{opt: opt, cache: scoreCache{group: -1}}
+	m := &Matcher{opt: opt}
 	m.spec.Groups = make([]Group, len(s.Groups))
 	for g, gr := range s.Groups {
 		gr.Members = slices.Clone(gr.Members)
 		m.spec.Groups[g] = gr
 	}
 	m.assigners = make([]Assigner, len(m.spec.Groups))
+	m.caches = make([]scoreCache, len(m.spec.Groups))
 	pa := m.spec.paramAxes()
 	for name := range pa {
 		m.names = append(m.names, name)
@@ -257,7 +259,9 @@ func (m *Matcher) Reset() {
 	m.pairs = m.pairs[:0]
 	m.shapes = nil
 	m.scale, m.maxElems = 0, 0
-	m.cache.group = -1
+	for g := range m.caches {
+		m.caches[g].valid = false
+	}
 }
 
 // Timing returns the time all Solve calls so far spent in score products and assignments.
@@ -280,12 +284,13 @@ var errNoPairs = errors.New("align: matcher: solve: no pairs added")
 // in this call or an earlier one) and adopts the new pi_g if it strictly increases
 // sum_i S[i][pi_g[i]], so the objective never increases (up to the float32 rounding of the
 // products). A group none of whose neighbours (groups sharing a parameter) changed since its
-// last solve is skipped, since its optimum cannot have moved. The score matrix last built is
-// kept: when the same group is built again with its neighbours unchanged, only the pairs added
-// since are summed in (FGMT adds one pair per step to a Matcher it keeps). Solve stops after a
-// sweep that changes nothing or lowers the objective by no more than Tol (relative), or after
-// MaxSweeps. warm is not modified. The result is deterministic for a given Seed and sequence of
-// calls.
+// last solve is skipped, since its optimum cannot have moved. Every group's score matrix is
+// kept (up to 64 MiB together, or the largest group's): when the group is built again, only
+// the pairs added since are summed in (FGMT adds one pair per step to a Matcher it keeps), and
+// when some neighbours changed, only the change their moved positions make (see updateScore;
+// later sweeps move a fraction of the units). Solve stops after a sweep that changes nothing
+// or lowers the objective by no more than Tol (relative), or after MaxSweeps. warm is not
+// modified. The result is deterministic for a given Seed and sequence of calls.
 func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 	if m.specErr != nil {
 		return nil, Result{}, fmt.Errorf("align: matcher: solve: spec: %w", m.specErr)
@@ -312,11 +317,6 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 
 	start := m.objective(pi)
 	groups := len(m.spec.Groups)
-	maxSize := 0
-	for _, gr := range m.spec.Groups {
-		maxSize = max(maxSize, gr.Size)
-	}
-	score := grow(&m.score, maxSize*maxSize)
 	rng := rand.New(rand.NewPCG(m.opt.Seed, seedStream))
 	// Logical clock: changedAt[g] is when pi_g last changed, solvedAt[g] when g was last solved.
 	clock := 0
@@ -334,22 +334,14 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 				continue
 			}
 			n := m.spec.Groups[g].Size
-			s := score[:n*n]
 			t0 := time.Now()
-			from := 0
-			if m.cache.holds(g, m.neighbors[g], pi) {
-				from = m.cache.pairs
-			} else {
-				clear(s)
-			}
-			m.buildScore(g, pi, s, from)
-			m.cache.set(g, len(m.pairs), m.neighbors[g], pi)
+			s := m.score(g, pi)
 			t1 := time.Now()
 			perm, total, err := m.assigners[g].solve(n, s)
 			m.timing.Score += t1.Sub(t0)
 			m.timing.Assign += time.Since(t1)
 			if err != nil { // only reachable through overflow of huge weights or values
-				m.cache.group = -1
+				m.caches[g].valid = false
 				return nil, Result{}, fmt.Errorf("align: matcher: solve: %s: score matrix: %w", m.spec.groupLabel(g), err)
 			}
 			cur := 0.0
@@ -375,20 +367,73 @@ func (m *Matcher) Solve(warm Perm) (Perm, Result, error) {
 	return pi, res, nil
 }
 
-// scoreCache describes the score matrix a Matcher last built: the group, the number of pairs
-// summed in, and the permutations of the group's neighbours it was built under.
+// scoreCache is the score matrix of a group as last built: the number of pairs summed in and
+// the permutations of the group's neighbours it was built under.
 type scoreCache struct {
-	group     int // -1: none
+	valid     bool
+	score     []float64
 	pairs     int
 	neighbors [][]int
+	used      int // when it was last used, on the Matcher's cacheClock
 }
 
-// holds reports whether the cache holds group g's score under the current permutation of its
-// neighbours (pairs added since can be summed in).
-func (c *scoreCache) holds(g int, neighbors []int, pi Perm) bool {
-	if c.group != g {
-		return false
+// score returns the score matrix of group g over every pair under pi, brought up to date from
+// the group's cached one: pairs added since are summed in, and when neighbours changed, the
+// change is added (updateScore) unless a build from scratch is cheaper. The matrices kept take
+// at most cacheElems elements or the largest group's matrix: the least recently used are
+// released to make room.
+func (m *Matcher) score(g int, pi Perm) []float64 {
+	c := &m.caches[g]
+	n := m.spec.Groups[g].Size
+	if cap(c.score) < n*n {
+		m.release(g, n*n)
 	}
+	s := grow(&c.score, n*n)
+	m.cacheClock++
+	c.used = m.cacheClock
+	switch {
+	case c.valid && c.holds(m.neighbors[g], pi):
+	case c.valid && m.updateScore(g, c.before(m.neighbors[g], pi), pi, s, c.pairs):
+	default:
+		clear(s)
+		c.pairs = 0
+	}
+	m.buildScore(g, pi, s, c.pairs)
+	c.valid, c.pairs = true, len(m.pairs)
+	c.neighbors = c.neighbors[:0]
+	for _, h := range m.neighbors[g] {
+		c.neighbors = append(c.neighbors, slices.Clone(pi[h]))
+	}
+	return s
+}
+
+// release frees the least recently used score matrices of groups other than g until one of
+// elems elements more fits the cache bound.
+func (m *Matcher) release(g, elems int) {
+	bound := cacheElems
+	for _, gr := range m.spec.Groups {
+		bound = max(bound, gr.Size*gr.Size)
+	}
+	for {
+		total, lru := elems, -1
+		for h, c := range m.caches {
+			if h == g || c.score == nil {
+				continue
+			}
+			total += cap(c.score)
+			if lru < 0 || c.used < m.caches[lru].used {
+				lru = h
+			}
+		}
+		if total <= bound || lru < 0 {
+			return
+		}
+		m.caches[lru] = scoreCache{}
+	}
+}
+
+// holds reports whether the cache was built under the current permutation of the neighbours.
+func (c *scoreCache) holds(neighbors []int, pi Perm) bool {
 	for k, h := range neighbors {
 		if !slices.Equal(c.neighbors[k], pi[h]) {
 			return false
@@ -397,13 +442,13 @@ func (c *scoreCache) holds(g int, neighbors []int, pi Perm) bool {
 	return true
 }
 
-// set records that the score of group g over the first pairs pairs was built under pi.
-func (c *scoreCache) set(g, pairs int, neighbors []int, pi Perm) {
-	c.group, c.pairs = g, pairs
-	c.neighbors = c.neighbors[:0]
-	for _, h := range neighbors {
-		c.neighbors = append(c.neighbors, slices.Clone(pi[h]))
+// before returns pi with the neighbours' permutations the cache was built under.
+func (c *scoreCache) before(neighbors []int, pi Perm) Perm {
+	old := slices.Clone(pi)
+	for k, h := range neighbors {
+		old[h] = c.neighbors[k]
 	}
+	return old
 }
 
 // stale reports whether group g must be solved: it never was, or a neighbour changed since.
@@ -421,27 +466,35 @@ func (m *Matcher) stale(g int, solvedAt, changedAt []int) bool {
 
 // objective returns sum_p w_p ||target_p - pi(source_p)||^2 over the spec's parameters. Dense
 // parameters are compared element by element; a low-rank one contributes
-// ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors.
+// ||T||^2 + ||S||^2 - 2<T, pi(S)>, the correlation computed on the factors. The pairs are shared
+// out to GOMAXPROCS goroutines, each pair summed as one, and their sums added in pair order: the
+// result does not depend on the number of goroutines.
 func (m *Matcher) objective(pi Perm) float64 {
-	buf := make([]float64, m.maxElems)
-	var work []float32
-	total := 0.0
-	for _, pr := range m.pairs {
-		sum := 0.0
-		for k := range m.names {
-			t, s := pr.target[k], pr.source[k]
-			if t.dense == nil || s.dense == nil {
-				sum += max(t.norm+s.norm-2*m.lowRankCorrelation(k, t, s, pi, &work), 0)
-				continue
+	sums := make([]float64, len(m.pairs))
+	parallelRows(len(m.pairs), m.maxElems, func(lo, hi int) {
+		buf := make([]float32, m.maxElems)
+		var work []float32
+		for p, pr := range m.pairs[lo:hi] {
+			sum := 0.0
+			for k := range m.names {
+				t, s := pr.target[k], pr.source[k]
+				if t.dense == nil || s.dense == nil {
+					sum += max(t.norm+s.norm-2*m.lowRankCorrelation(k, t, s, pi, &work), 0)
+					continue
+				}
+				ps := buf[:len(s.dense.Data)]
+				gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
+				for x, v := range t.dense.Data {
+					d := float64(v) - float64(ps[x])
+					sum += d * d
+				}
 			}
-			ps := buf[:len(s.dense.Data)]
-			gather(ps, s.dense.Data, 0, pi.offsetTables(s.dense.Shape, m.axes[k], -1))
-			for x, v := range t.dense.Data {
-				d := float64(v) - ps[x]
-				sum += d * d
-			}
+			sums[lo+p] = pr.w * sum
 		}
-		total += pr.w * sum
+	})
+	total := 0.0
+	for _, s := range sums {
+		total += s
 	}
 	return total
 }

@@ -377,6 +377,41 @@ func closeData(a, b []float32, tol float64) bool {
 	return true
 }
 
+// TestMatcherScoreCacheBound solves one problem keeping every group's score matrix (the default
+// bound) and keeping only as much as the largest group's (each build releases the other group's
+// matrix): the same permutations and objective, and the matrices kept within each bound.
+func TestMatcherScoreCacheBound(t *testing.T) {
+	rng := rand.New(rand.NewPCG(47, 48))
+	s := mlpSpec(20, 16)
+	var pairs []weightedPair
+	for range 3 {
+		pairs = append(pairs, weightedPair{1, mlpParams(rng, 12, 20, 16, 4), mlpParams(rng, 12, 20, 16, 4)})
+	}
+	saved := cacheElems
+	defer func() { cacheElems = saved }()
+	var perms []Perm
+	var results []Result
+	for _, c := range []struct{ bound, kept int }{{saved, 20*20 + 16*16}, {1, 20 * 20}} {
+		cacheElems = c.bound
+		m := newMatcher(t, s, MatcherOptions{Seed: 7}, pairs)
+		pi, res, err := m.Solve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := 0
+		for _, sc := range m.caches {
+			kept += cap(sc.score)
+		}
+		if kept > c.kept {
+			t.Errorf("bound %d: %d score elements kept, want at most %d", c.bound, kept, c.kept)
+		}
+		perms, results = append(perms, pi), append(results, res)
+	}
+	if !slices.EqualFunc(perms[0], perms[1], slices.Equal) || math.Abs(results[0].Objective-results[1].Objective) > 1e-9*results[0].Objective {
+		t.Fatalf("all kept: %v %+v; one kept: %v %+v", perms[0], results[0], perms[1], results[1])
+	}
+}
+
 func TestMatcherIncrementalAndReset(t *testing.T) {
 	// Solving after each added pair (the score matrix kept between solves and only the new
 	// pairs summed in) gives what a fresh matcher gives on the same pairs; after Reset the

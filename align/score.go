@@ -2,6 +2,7 @@ package align
 
 import (
 	"runtime"
+	"slices"
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
@@ -20,6 +21,9 @@ var (
 	// chunkCols bounds the inner dimension of one float32 product: longer dot products are
 	// split and the parts summed in float64, which bounds the float32 rounding error.
 	chunkCols = 1024
+	// cacheElems bounds the score matrices a Matcher keeps (see Matcher.score), in float64
+	// elements (8 Mi, 64 MiB), unless the largest group's alone is bigger.
+	cacheElems = 1 << 23
 )
 
 // scoreWork is the reusable workspace of buildScore.
@@ -53,16 +57,33 @@ type scoreWork struct {
 // float64.
 func (m *Matcher) buildScore(g int, pi Perm, s []float64, from int) {
 	n := m.spec.Groups[g].Size
-	pairs := m.pairs[from:]
+	mems := m.members[g]
+	m.panelSum(s, n, m.pairs[from:], len(mems), func(pr pair, k int) int {
+		cols, _ := m.memberCols(pr, mems[k], n)
+		return cols
+	}, func(pr pair, k int, a, b []float32, ld, col int) {
+		if _, factored := m.memberCols(pr, mems[k], n); factored {
+			m.factoredSlabs(pr, mems[k], pi, n, a, b, ld, col)
+		} else {
+			m.denseSlabs(pr, mems[k], pi, n, a, b, ld, col)
+		}
+	})
+}
+
+// panelSum adds to s (n x n) the products w A B^T of panel columns: every pair contributes
+// cols(pr, k) columns for each of its items k < items, written by fill into columns col.. of
+// the panels a and b (row stride ld). Full panels, and panels before the pair weight changes,
+// are flushed with addABt; pairs of weight 0 are skipped.
+func (m *Matcher) panelSum(s []float64, n int, pairs []pair, items int, cols func(pr pair, k int) int, fill func(pr pair, k int, a, b []float32, ld, col int)) {
 	total, widest := 0, 0
 	for _, pr := range pairs {
-		for _, mem := range m.members[g] {
-			cols, _ := m.memberCols(pr, mem, n)
-			total += cols
-			widest = max(widest, cols)
+		for k := range items {
+			c := cols(pr, k)
+			total += c
+			widest = max(widest, c)
 		}
 	}
-	ld := min(total, max(widest, panelElems/n))
+	ld := min(total, max(widest, panelElems/max(n, 1)))
 	if ld == 0 {
 		return
 	}
@@ -73,27 +94,147 @@ func (m *Matcher) buildScore(g int, pi Perm, s []float64, from int) {
 		if pr.w == 0 {
 			continue
 		}
-		for _, mem := range m.members[g] {
-			cols, factored := m.memberCols(pr, mem, n)
-			if cols == 0 {
+		for k := range items {
+			c := cols(pr, k)
+			if c == 0 {
 				continue
 			}
-			if col > 0 && (col+cols > ld || pr.w != w) {
+			if col > 0 && (col+c > ld || pr.w != w) {
 				addABt(s, w, a, b, n, col, ld, &ws.c)
 				col = 0
 			}
 			w = pr.w
-			if factored {
-				m.factoredSlabs(pr, mem, pi, n, a, b, ld, col)
-			} else {
-				m.denseSlabs(pr, mem, pi, n, a, b, ld, col)
-			}
-			col += cols
+			fill(pr, k, a, b, ld, col)
+			col += c
 		}
 	}
 	if col > 0 {
 		addABt(s, w, a, b, n, col, ld, &ws.c)
 	}
+}
+
+// moved is a member whose score changes between two permutations through one other axis of its
+// parameter: the positions of that axis whose source moved, and the gather tables before and
+// after.
+type moved struct {
+	mem            memberRef
+	axis           int
+	positions      []int
+	target, before [][]int // the target's tables and the source's before
+	after          [][]int
+}
+
+// updateScore brings s, the score of group g over the pairs m.pairs[:upto] under old, to the
+// score under pi, and reports whether it did: the permutations may differ only in groups that
+// permute other axes of g's parameters. A member whose parameter has exactly one such axis
+// with moved positions D changes by
+//
+//	sum_{x in D} T[i, x] (S[j, after(x)] - S[j, before(x)])
+//
+// (other axes as in buildScore), products over |D|/len(axis) of the member's columns; members
+// with no moved axis do not change. When that is not the cheaper way, it returns false with s
+// untouched: a member has two moved axes or a low-rank side, or the moved columns are more than
+// half of a full build's (three gathers per column instead of two, and a full build also
+// clears the rounding the updates accumulate).
+func (m *Matcher) updateScore(g int, old, pi Perm, s []float64, upto int) bool {
+	n := m.spec.Groups[g].Size
+	pairs := m.pairs[:upto]
+	var moves []moved
+	full, cols := 0, 0
+	for _, mem := range m.members[g] {
+		for _, pr := range pairs {
+			c, _ := m.memberCols(pr, mem, n)
+			full += c
+		}
+		shape := m.shapes[mem.param]
+		before := old.offsetTables(shape, m.axes[mem.param], mem.axis)
+		after := pi.offsetTables(shape, m.axes[mem.param], mem.axis)
+		mv := moved{mem: mem, axis: -1, before: before, after: after}
+		for d := range shape {
+			if slices.Equal(before[d], after[d]) {
+				continue
+			}
+			if mv.axis >= 0 {
+				return false
+			}
+			mv.axis = d
+			for x := range before[d] {
+				if before[d][x] != after[d][x] {
+					mv.positions = append(mv.positions, x)
+				}
+			}
+		}
+		if mv.axis < 0 {
+			continue
+		}
+		for _, pr := range pairs {
+			if pr.target[mem.param].dense == nil || pr.source[mem.param].dense == nil {
+				return false
+			}
+		}
+		mv.target = identityTables(shape)
+		cols += len(pairs) * m.movedCols(mv, n)
+		moves = append(moves, mv)
+	}
+	if 2*cols > full {
+		return false
+	}
+	m.panelSum(s, n, pairs, len(moves), func(_ pair, k int) int { return m.movedCols(moves[k], n) },
+		func(pr pair, k int, a, b []float32, ld, col int) { m.movedSlabs(pr, moves[k], n, a, b, ld, col) })
+	return true
+}
+
+// movedCols returns the number of panel columns of a moved member: its slab columns at the moved
+// positions only.
+func (m *Matcher) movedCols(mv moved, n int) int {
+	shape := m.shapes[mv.mem.param]
+	size := 1
+	for _, d := range shape {
+		size *= d
+	}
+	if n == 0 || size == 0 {
+		return 0
+	}
+	return mv.mem.repeat * mv.mem.block * len(mv.positions) * (size / (shape[mv.mem.axis] * shape[mv.axis]))
+}
+
+// movedSlabs writes the columns of a moved member into columns col.. of the panels: for group
+// element i, copy-and-block index r and moved position x, row i of A takes the target's slab at
+// (member axis mem.pos(n, i, r), moved axis x) and row i of B the source's slab there after the
+// move less the one before, each over the parameter's other axes.
+func (m *Matcher) movedSlabs(pr pair, mv moved, n int, a, b []float32, ld, col int) {
+	t, src := pr.target[mv.mem.param].dense.Data, pr.source[mv.mem.param].dense.Data
+	rest := func(tabs [][]int) [][]int {
+		var out [][]int
+		for d, tab := range tabs {
+			if d != mv.mem.axis && d != mv.axis {
+				out = append(out, tab)
+			}
+		}
+		return out
+	}
+	outerT, runT := runs(rest(mv.target))
+	outerS, runS := runs(rest(mv.after))
+	inner := m.movedCols(mv, n) / (mv.mem.repeat * mv.mem.block * len(mv.positions))
+	copies := mv.mem.repeat * mv.mem.block
+	parallelRows(n, copies*len(mv.positions)*inner, func(lo, hi int) {
+		prev := make([]float32, inner)
+		for i := lo; i < hi; i++ {
+			for r := 0; r < copies; r++ {
+				p := mv.mem.pos(n, i, r)
+				for xi, x := range mv.positions {
+					at := i*ld + col + (r*len(mv.positions)+xi)*inner
+					gatherRuns(a[at:at+inner], t, mv.target[mv.mem.axis][p]+mv.target[mv.axis][x], outerT, runT)
+					dst := b[at : at+inner]
+					gatherRuns(dst, src, mv.after[mv.mem.axis][p]+mv.after[mv.axis][x], outerS, runS)
+					gatherRuns(prev, src, mv.before[mv.mem.axis][p]+mv.before[mv.axis][x], outerS, runS)
+					for y, v := range prev {
+						dst[y] -= v
+					}
+				}
+			}
+		}
+	})
 }
 
 // memberCols returns the number of panel columns the member contributes for the pair, and
@@ -139,12 +280,15 @@ func (m *Matcher) denseSlabs(pr pair, mem memberRef, pi Perm, n int, a, b []floa
 	}{{t, tabsT, a}, {src, tabsS, b}} {
 		other := without(side.tabs)
 		if side.o.dense != nil {
-			for i := 0; i < n; i++ {
-				for r := 0; r < mem.repeat*mem.block; r++ {
-					at := i*ld + col + r*rest
-					gather(side.panel[at:at+rest], side.o.dense.Data, side.tabs[mem.axis][mem.pos(n, i, r)], other)
+			outer, run := runs(other)
+			parallelRows(n, rest*mem.repeat*mem.block, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					for r := 0; r < mem.repeat*mem.block; r++ {
+						at := i*ld + col + r*rest
+						gatherRuns(side.panel[at:at+rest], side.o.dense.Data, side.tabs[mem.axis][mem.pos(n, i, r)], outer, run)
+					}
 				}
-			}
+			})
 			continue
 		}
 		lr, idx := m.oriented(side.o.lr, mem.axis, other[0])
@@ -237,6 +381,23 @@ func addABt(s []float64, w float64, a, b []float32, n, k, ld int, c *[]float32) 
 			addScaled(s[i0*n:(i0+rows)*n], w, cb[:rows*n])
 		}
 	}
+}
+
+// parallelRows calls rows(lo, hi) on consecutive ranges covering 0..n-1, shared out to
+// GOMAXPROCS goroutines when the n rows of width elements are enough work.
+func parallelRows(n, width int, rows func(lo, hi int)) {
+	const minPerWorker = 1 << 15
+	workers := min(runtime.GOMAXPROCS(0), n, n*width/minPerWorker)
+	if workers <= 1 {
+		rows(0, n)
+		return
+	}
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += per {
+		wg.Go(func() { rows(lo, min(lo+per, n)) })
+	}
+	wg.Wait()
 }
 
 // addScaled adds w*x to dst in float64, in parallel for long slices.

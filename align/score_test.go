@@ -3,6 +3,7 @@ package align
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/ltransfer/ltransfer/params"
@@ -180,6 +181,92 @@ func TestBuildScoreMatchesNaive(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestUpdateScoreMatchesNaive moves one group's permutation by a swap (a few moved positions:
+// the update path) and by a fresh random permutation (often a build from scratch), updates
+// every neighbour's score from the score under the permutation before, and compares with
+// naiveScore under the permutation after. The update adds float32 products of the target with
+// float32 differences of source elements, whose terms are bounded by those of the two full
+// scores: the tolerance of TestBuildScoreMatchesNaive over the sum of both absolute sums. When
+// the update declines, the score must be untouched.
+func TestUpdateScoreMatchesNaive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	s := Spec{Groups: []Group{
+		{Name: "c1", Size: 5, Members: []Member{{Param: "K1", Axis: 0, Block: 1}, {Param: "k1", Axis: 0, Block: 1}, {Param: "K2", Axis: 1, Block: 1}}},
+		{Name: "c2", Size: 7, Members: []Member{{Param: "K2", Axis: 0, Block: 1}, {Param: "D", Axis: 1, Block: 6}}},
+		{Name: "h", Size: 3, Members: []Member{{Param: "D", Axis: 0, Block: 1}, {Param: "E", Axis: 1, Block: 1}}},
+	}}
+	mk := func() params.Set {
+		return params.Set{"K1": randTensor(rng, 5, 2, 3, 3), "k1": randTensor(rng, 5), "K2": randTensor(rng, 7, 5, 3, 3),
+			"D": randTensor(rng, 3, 42), "E": randTensor(rng, 4, 3)}
+	}
+	var exact, abs []weightedPair
+	for _, w := range []float64{1, 0.25, 3, 0.25} {
+		p := weightedPair{w, mk(), mk()}
+		exact = append(exact, p)
+		a := weightedPair{w, params.Set{}, params.Set{}}
+		for _, side := range []struct{ from, to params.Set }{{p.target, a.target}, {p.source, a.source}} {
+			for k, v := range side.from {
+				b := &params.Tensor{Shape: v.Shape, Data: make([]float32, len(v.Data))}
+				for i, x := range v.Data {
+					b.Data[i] = float32(math.Abs(float64(x)))
+				}
+				side.to[k] = b
+			}
+		}
+		abs = append(abs, a)
+	}
+	saved := []int{panelElems, blockElems, chunkCols}
+	defer func() { panelElems, blockElems, chunkCols = saved[0], saved[1], saved[2] }()
+	panelElems, blockElems, chunkCols = 60, 20, 3
+	m := NewMatcher(s, MatcherOptions{})
+	for _, p := range exact {
+		if err := m.Add(p.w, p.target, p.source); err != nil {
+			t.Fatal(err)
+		}
+	}
+	updated := 0
+	for trial := 0; trial < 20; trial++ {
+		before := Random(s, rng)
+		after := before.clone()
+		h := rng.IntN(len(s.Groups))
+		if trial%2 == 0 {
+			q := after[h]
+			i, j := rng.IntN(len(q)), rng.IntN(len(q))
+			q[i], q[j] = q[j], q[i]
+		} else {
+			after[h] = Random(s, rng)[h]
+		}
+		for g, gr := range s.Groups {
+			if g == h {
+				continue
+			}
+			n := gr.Size
+			score := make([]float64, n*n)
+			m.buildScore(g, before, score, 0)
+			kept := append([]float64(nil), score...)
+			if !m.updateScore(g, before, after, score, len(exact)) {
+				if !slices.Equal(score, kept) {
+					t.Fatalf("trial %d group %d: declined update changed the score", trial, g)
+				}
+				continue
+			}
+			updated++
+			want, _ := naiveScore(t, s, g, after, exact)
+			_, absBefore := naiveScore(t, s, g, before, abs)
+			_, absAfter := naiveScore(t, s, g, after, abs)
+			for k := range want {
+				tol := 2 * float64(min(chunkCols, 400)+64) * 0x1p-24 * (absBefore[k] + absAfter[k])
+				if math.Abs(score[k]-want[k]) > tol {
+					t.Fatalf("trial %d: group %d moved by group %d: entry %d: got %v, want %v ± %v", trial, g, h, k, score[k], want[k], tol)
+				}
+			}
+		}
+	}
+	if updated < 10 {
+		t.Fatalf("only %d of the scores were updated, want the swaps' updates to be taken", updated)
 	}
 }
 

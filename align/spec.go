@@ -138,25 +138,45 @@ func strides(shape []int) []int {
 // gather fills dst with src elements in the row-major order of the axes in tabs: tabs[k][x] is
 // the source offset contributed by position x of the k-th axis, and the element at positions
 // (x_0, ..., x_{r-1}) is src[base + sum_k tabs[k][x_k]]. len(dst) must equal the product of the
-// table lengths (1 for no tables). It converts float32 to D on the way.
-func gather[D float32 | float64](dst []D, src []float32, base int, tabs [][]int) {
+// table lengths (1 for no tables).
+func gather(dst, src []float32, base int, tabs [][]int) {
+	outer, run := runs(tabs)
+	gatherRuns(dst, src, base, outer, run)
+}
+
+// runs splits gather tables into the outer tables and the length of the runs of consecutive
+// source elements that the trailing tables address: the longest suffix of tables whose position
+// x adds x times the product of the lengths of the tables after it (an unpermuted, contiguous
+// tail such as a convolution's kernel axes) is copied as one run, not element by element.
+func runs(tabs [][]int) ([][]int, int) {
+	run := 1
+	for d := len(tabs) - 1; d >= 0; d-- {
+		for x, o := range tabs[d] {
+			if o != x*run {
+				return tabs[:d+1], run
+			}
+		}
+		run *= len(tabs[d])
+	}
+	return nil, run
+}
+
+// gatherRuns is gather on the outer tables and run length returned by runs.
+func gatherRuns(dst, src []float32, base int, tabs [][]int, run int) {
 	if len(dst) == 0 {
 		return
 	}
-	if len(tabs) == 0 { // rank 0: a single element
-		dst[0] = D(src[base])
-		return
-	}
-	t := tabs[0]
-	if len(tabs) == 1 {
-		dst = dst[:len(t)]
-		for x, o := range t {
-			dst[x] = D(src[base+o])
+	switch len(tabs) {
+	case 0:
+		copy(dst[:run], src[base:base+run])
+	case 1:
+		for x, o := range tabs[0] {
+			copy(dst[x*run:x*run+run], src[base+o:base+o+run])
 		}
-		return
-	}
-	inner := len(dst) / len(t)
-	for x, o := range t {
-		gather(dst[x*inner:(x+1)*inner], src, base+o, tabs[1:])
+	default:
+		inner := len(dst) / len(tabs[0])
+		for x, o := range tabs[0] {
+			gatherRuns(dst[x*inner:(x+1)*inner], src, base+o, tabs[1:], run)
+		}
 	}
 }

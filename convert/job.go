@@ -96,7 +96,7 @@ func (j Job) Run(ctx context.Context) (*Report, error) {
 	}
 	report := &Report{
 		Schema: ReportSchema, Version: version.Get().String(), Method: j.Method, Steps: res.Steps, BestStep: res.Best,
-		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped, InitScore: res.InitScore,
+		Unpermuted: res.Unpermuted, DroppedGroups: res.Dropped, InitScore: res.InitScore, SetupSeconds: res.SetupSeconds,
 		Settings: Settings{Steps: j.Steps, Schedule: j.Schedule, Batch: j.Batch, GradBatches: j.GradBatches,
 			NormBatches: j.NormBatches, Seed: j.Seed, InitSeed: j.InitSeed, Data: j.Data, ValData: j.ValData},
 	}

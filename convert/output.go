@@ -38,7 +38,12 @@ type Report struct {
 	Steps     []StepReport `json:"steps"`
 	BestStep  int          `json:"best_step"`
 	Files     []string     `json:"files"`
-	Seconds   float64      `json:"seconds"`
+	// Seconds is the wall time of the whole job. SetupSeconds is its part before the first step
+	// (deriving and checking the symmetries, evaluating the initialization); with the steps'
+	// grad, match and eval seconds it accounts for all but loading the inputs, interpolating
+	// each step's point and writing the files.
+	Seconds      float64 `json:"seconds"`
+	SetupSeconds float64 `json:"setup_seconds"`
 	// Version is the ltransfer that wrote the report: module version, revision and build, as
 	// `ltransfer --version` prints them.
 	Version string `json:"ltransfer_version"`

@@ -76,6 +76,9 @@ type Result struct {
 	Best int
 	// InitScore is the initialization evaluated as given, before any transfer.
 	InitScore Score
+	// SetupSeconds is the time before the first step: deriving and checking the symmetries,
+	// evaluating the initialization.
+	SetupSeconds float64
 	// Spec is the permutation symmetry the transfer used, Perms the permutation of every step.
 	Spec  align.Spec
 	Perms []align.Perm
@@ -135,6 +138,7 @@ type transfer struct {
 //
 // Transfer stops between steps when ctx ends, and returns ctx's error wrapped.
 func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Options, emit func(StepReport, params.Set) error) (*Result, error) {
+	start := time.Now()
 	if err := src.CheckInit(init); err != nil {
 		return nil, err
 	}
@@ -204,6 +208,7 @@ func Transfer(ctx context.Context, src *Trajectory, init *graph.Model, opt Optio
 		return nil, err
 	}
 	t.initScore = res.InitScore
+	res.SetupSeconds = time.Since(start).Seconds()
 	pi := align.Identity(spec)
 	for k := range t.points {
 		if err := ctx.Err(); err != nil {

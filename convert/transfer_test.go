@@ -159,6 +159,13 @@ func TestTransferredFilesGiveReportedAccuracy(t *testing.T) {
 			if len(rep.Steps) != 5 { // 3 checkpoints, 2 segments of 2 steps, plus step 0
 				t.Fatalf("%d steps, want 5", len(rep.Steps))
 			}
+			phases := rep.SetupSeconds
+			for _, s := range rep.Steps {
+				phases += s.GradSeconds + s.MatchSeconds + s.EvalSeconds
+			}
+			if rep.SetupSeconds <= 0 || phases > rep.Seconds {
+				t.Errorf("setup %v s and the steps' phases (%v s together) must be positive and within the job's %v s", rep.SetupSeconds, phases, rep.Seconds)
+			}
 			want := transferredByFormula(t, out, job)
 			for _, s := range rep.Steps {
 				m, err := graph.Load(filepath.Join(out, stepName(s.Step)))
