@@ -33,8 +33,8 @@ type benchResult struct {
 	Method string `json:"method"`
 	BLAS   string `json:"blas"`
 	// Seconds is the wall time of Transfer, from the symmetry check to the last evaluation;
-	// the other times split it (OtherSeconds is the rest: symmetries, interpolation, matching
-	// objectives, BatchNorm statistics).
+	// the other times split it (EvalSeconds includes the BatchNorm statistics; OtherSeconds is
+	// the rest: symmetries, the initialization's evaluation, interpolation, matching objectives).
 	Seconds       float64 `json:"seconds"`
 	GradSeconds   float64 `json:"grad_seconds"`
 	ScoreSeconds  float64 `json:"score_seconds"`
