@@ -20,11 +20,3 @@ func init() {
 // BLAS names the BLAS implementation the build uses: gonum's pure Go one, its Sgemm that of
 // graph/internal/sgemm (build with -tags openblas for OpenBLAS).
 const BLAS = "gonum"
-
-// serialBLAS makes the BLAS single-threaded until the function it returns is called; the
-// pure Go BLAS needs nothing (its products run on the calling goroutine).
-func serialBLAS() func() { return func() {} }
-
-// chunkRows is the number of patch rows below which a convolution's products stack several
-// examples, so that each product is large enough to run at the kernel's speed.
-const chunkRows = 256

@@ -5,8 +5,8 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/ltransfer/ltransfer/graph/internal/sgemm"
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
 	"gorgonia.org/tensor"
 )
 
@@ -61,7 +61,7 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 //	dW_g     = sum_n dY[n, g] R
 //	dX[n, g] = row2im(dY[n, g]^T W_g)   (row2im adds every patch entry back where it was read)
 //
-// through gonum's BLAS (OpenBLAS in the openblas build), without transposing anything. When an
+// through convBLAS (graph/internal/sgemm), without transposing anything. When an
 // example's output plane is small (P below chunkRows), the products take the patch matrices of
 // several consecutive examples at once, stacked (with dY[n, g] of those examples side by side),
 // so that each product is large enough to run at the BLAS's speed.
@@ -69,7 +69,7 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 // The forward pass and dX split the examples among GOMAXPROCS workers; dW splits the columns of
 // R (and of dW) instead, so that every weight-gradient entry is one float32 sum over the examples
 // and positions in order, (((dy_0 x_0 + dy_1 x_1) + dy_2 x_2) + ...), as Gorgonia's convolution
-// computed it (with gonum's BLAS; OpenBLAS blocks its sums), whose training runs follow
+// computed it (gonum's order, which graph/internal/sgemm keeps), whose training runs follow
 // PyTorch's float32 ones within 2e-7. The order matters more than its rounding error suggests:
 // at the fourth step of convert's TestTrainerMatchesPyTorch the largest input of one max-pool
 // window of the cnn is 3e-8 (float64), and summing the weight gradient one example at a time,
@@ -81,8 +81,8 @@ func (a *convAttrs) outShape(in []tensor.Shape) (tensor.Shape, error) {
 // at a time). The weight gradient builds the patch matrices again rather than keeping those of
 // the forward pass: for a batch they are K times the input (29 MB for a 3x3 convolution of 8
 // channels of 28 x 28 at batch 128), while rebuilt a few examples at a time they stay in cache
-// for the product that reads them. In the openblas build the workers call a single-threaded
-// OpenBLAS (each worker is a thread already).
+// for the product that reads them. 3x3 stride-1 convolutions with enough channels take
+// Winograd's F(4x4, 3x3) instead (winograd.go).
 type conv2D struct {
 	convAttrs
 	// constInput is set when the input needs no gradient (it is the graph's input): input 0 is
@@ -216,32 +216,6 @@ func (k *conv2D) im2row(d *convDims, x, pad, rows []float32, j0, j1 int) {
 	}
 }
 
-// colsForward tells whether the forward pass builds R^T (im2col) rather than R (im2row): with
-// OpenBLAS, whose products take either layout, about 5% less CPU time on a ResNet-18 evaluation
-// pass (measured beside PyTorch); the pure-Go build keeps R, the layout its gemm is tuned for.
-const colsForward = BLAS == "openblas"
-
-// im2col writes the transpose of the patch matrix R of one example's group, whose input planes x
-// holds, into cols (K x P, row stride ld), through the padded planes in pad: row j = (c, ky, kx)
-// holds, for every output position, the input value that column j of R reads. Each row is copied
-// from runs of the input rows (whole runs for stride 1), unlike im2row's gathers.
-func (k *conv2D) im2col(d *convDims, x, pad, cols []float32, ld int) {
-	planes := k.padPlanes(d, x, pad)
-	for j, o := range d.off {
-		row := cols[j*ld:][:d.p]
-		for oy := 0; oy < d.oh; oy++ {
-			src, dst := planes[o+oy*k.sh*d.wp:], row[oy*d.ow:][:d.ow]
-			if k.sw == 1 {
-				copy(dst, src[:d.ow])
-				continue
-			}
-			for ox := range dst {
-				dst[ox] = src[ox*k.sw]
-			}
-		}
-	}
-}
-
 // row2im adds the gradient of the patch matrix R of one example's group, rows (P x K), into the
 // gradient of its input planes, dxg, through the padded planes in pad. Every entry receives its
 // terms in Gorgonia's order (positions, then columns).
@@ -316,8 +290,7 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 }
 
 // runWorkers splits [0, n) into contiguous ranges among min(GOMAXPROCS, n) workers and runs
-// f(s, first, end) for each, with buffers from the pool; the BLAS is single-threaded meanwhile
-// when there are several workers (each is a thread already).
+// f(s, first, end) for each, with buffers from the pool.
 func runWorkers(n int, f func(s *convScratch, first, end int)) {
 	workers := max(min(runtime.GOMAXPROCS(0), n), 1)
 	if workers == 1 {
@@ -326,7 +299,6 @@ func runWorkers(n int, f func(s *convScratch, first, end int)) {
 		putScratch(s)
 		return
 	}
-	defer serialBLAS()()
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
@@ -371,27 +343,18 @@ func (k *conv2D) convolve(x, w []float32, shapes []tensor.Shape, out []float32, 
 		k.winoForward(d, x, w, out, epilogue)
 		return nil
 	}
-	impl := blas32.Implementation()
 	k.parallel(d, d.n, func(s *convScratch, first, end int) {
 		for b0 := first; b0 < end; b0 += d.nb {
 			nc := min(d.nb, end-b0)
 			for g := 0; g < k.groups; g++ {
-				tB, ldb := blas.Trans, d.kk
-				if colsForward {
-					tB, ldb = blas.NoTrans, nc*d.p
-				}
 				for b := 0; b < nc; b++ {
-					if colsForward {
-						k.im2col(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p:], ldb)
-					} else {
-						k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*d.kk:], 0, d.kk)
-					}
+					k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*d.kk:], 0, d.kk)
 				}
 				wg := w[g*d.mg*d.kk:]
 				if nc == 1 {
-					gemm(impl, blas.NoTrans, tB, d.mg, d.p, d.kk, wg, d.kk, s.rows, ldb, 0, out[(b0*d.m+g*d.mg)*d.p:], d.p)
+					gemm(blas.NoTrans, blas.Trans, d.mg, d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, out[(b0*d.m+g*d.mg)*d.p:], d.p)
 				} else {
-					gemm(impl, blas.NoTrans, tB, d.mg, nc*d.p, d.kk, wg, d.kk, s.rows, ldb, 0, s.dy, nc*d.p)
+					gemm(blas.NoTrans, blas.Trans, d.mg, nc*d.p, d.kk, wg, d.kk, s.rows, d.kk, 0, s.dy, nc*d.p)
 					for b := 0; b < nc; b++ {
 						for m := 0; m < d.mg; m++ {
 							copy(out[((b0+b)*d.m+g*d.mg+m)*d.p:][:d.p], s.dy[m*nc*d.p+b*d.p:][:d.p])
@@ -418,7 +381,6 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 	if d.empty() {
 		return nil
 	}
-	impl := blas32.Implementation()
 	if k.winograd(d) {
 		if i == 0 {
 			k.winoInputGrad(d, w, dOut, dIn)
@@ -433,7 +395,7 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 				nc := min(d.nb, end-b0)
 				for g := 0; g < k.groups; g++ {
 					dy, ld := d.stackDy(s, dOut, b0, nc, g)
-					gemm(impl, blas.Trans, blas.NoTrans, nc*d.p, d.kk, d.mg, dy, ld, w[g*d.mg*d.kk:], d.kk, 0, s.rows, d.kk)
+					gemm(blas.Trans, blas.NoTrans, nc*d.p, d.kk, d.mg, dy, ld, w[g*d.mg*d.kk:], d.kk, 0, s.rows, d.kk)
 					for b := 0; b < nc; b++ {
 						k.row2im(d, s.rows[b*d.p*d.kk:], s.pad, d.group(dIn, b0+b, g))
 					}
@@ -450,15 +412,26 @@ func (k *conv2D) backward(i int, in [][]float32, shapes []tensor.Shape, _, dOut,
 					k.im2row(d, d.group(x, b0+b, g), s.pad, s.rows[b*d.p*(j1-j0):], j0, j1)
 				}
 				dy, ld := d.stackDy(s, dOut, b0, nc, g)
-				gemm(impl, blas.NoTrans, blas.NoTrans, d.mg, j1-j0, nc*d.p, dy, ld, s.rows, j1-j0, 1, dIn[g*d.mg*d.kk+j0:], d.kk)
+				gemm(blas.NoTrans, blas.NoTrans, d.mg, j1-j0, nc*d.p, dy, ld, s.rows, j1-j0, 1, dIn[g*d.mg*d.kk+j0:], d.kk)
 			}
 		}
 	})
 	return nil
 }
 
-// gemm sets C = op(A) op(B) + beta C through impl.
-func gemm(impl blas.Float32Level3, tA, tB blas.Transpose, m, n, k int, a []float32, lda int, b []float32, ldb int,
+// chunkRows is the number of patch rows below which a convolution's products stack several
+// examples, so that each product is large enough to run at the kernel's speed.
+const chunkRows = 256
+
+// convBLAS multiplies the convolutions' matrices in both builds, each worker on its own core:
+// graph/internal/sgemm. Its products of these shapes ran as fast as OpenBLAS's, single-threaded,
+// in the openblas build (ResNet-18's evaluation pass, in one process: 0.504 s both), without
+// OpenBLAS's buffer management at every call or switching OpenBLAS to one thread around the
+// workers; and both builds then sum in the order conv2D documents.
+var convBLAS = sgemm.Implementation{}
+
+// gemm sets C = op(A) op(B) + beta C through convBLAS.
+func gemm(tA, tB blas.Transpose, m, n, k int, a []float32, lda int, b []float32, ldb int,
 	beta float32, c []float32, ldc int) {
-	impl.Sgemm(tA, tB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+	convBLAS.Sgemm(tA, tB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
 }

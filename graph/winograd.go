@@ -9,7 +9,6 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 
-	"github.com/ltransfer/ltransfer/graph/internal/sgemm"
 	"github.com/ltransfer/ltransfer/graph/internal/winograd"
 )
 
@@ -22,13 +21,6 @@ const winoMinChannels = 16
 // for the 36 products to run at the BLAS's speed, few enough that their operands (36 x tiles x
 // channels, about 9 MB at 256 channels) stay near the cache.
 const winoTiles = 256
-
-// winoBLAS multiplies the Winograd products in both builds: graph/internal/sgemm, whose
-// products of these shapes (a few hundred rows, 64 to 512 columns and inner terms, 36 per chunk)
-// beat OpenBLAS's in one measurement beside it (ResNet-18's evaluation pass 0.51-0.53 s against
-// 0.61-1.09 s): OpenBLAS spends much of each call on its buffer management, and two workers
-// calling it at once often ran one at a time.
-var winoBLAS = sgemm.Implementation{}
 
 // winoSkew is added to the stride of the 36 matrices of transformed tiles, products and filters
 // (a cache line): at a power of 2, the common case, the 36 entries of a tile map to the same cache
@@ -119,7 +111,7 @@ func (p *winoConv) outTiles(s *winoScratch) (o []float32, ohp, owp int) {
 // the workers; then, when epilogue is not nil, it calls epilogue(0, y) on each example's output
 // planes y as soon as they are written, on the worker that wrote them.
 func (p *winoConv) run(x, u []float32, uStride int, out []float32, add bool, epilogue func(m0 int, y []float32)) {
-	impl := winoBLAS
+	impl := convBLAS
 	runWorkers(p.n, func(s *convScratch, first, end int) {
 		ws := &s.wino
 		y := growBuf(&ws.prods, winograd.Points*(p.nb*p.th*p.tw*p.m+winoSkew))
@@ -153,7 +145,7 @@ func (p *winoConv) run(x, u []float32, uStride int, out []float32, add bool, epi
 // transformed gradients of the outputs, dy, with the transformed input tiles of x, over the
 // examples [first, end) (a worker's share, not empty): z_xi = sum (A dY A^T)_xi^T V_xi.
 func (p *winoConv) weightGrad(s *winoScratch, x, dy []float32, first, end int, z []float32, zStride int) {
-	impl := winoBLAS
+	impl := convBLAS
 	g := growBuf(&s.prods, winograd.Points*(p.nb*p.th*p.tw*p.m+winoSkew))
 	o, ohp, owp := p.outTiles(s)
 	hw := p.oh * p.ow
@@ -306,10 +298,8 @@ func asBits(x []float32) []uint32 {
 }
 
 // winoForward computes the convolution of x with w into out through F(4x4, 3x3), calling
-// epilogue as convolve does, with the kernel's filter cache when it has one. OpenBLAS stays single-threaded throughout (its threads would spin
-// between the workers' phases).
+// epilogue as convolve does, with the kernel's filter cache when it has one.
 func (k *conv2D) winoForward(d *convDims, x, w, out []float32, epilogue func(m0 int, y []float32)) {
-	defer serialBLAS()()
 	run := func(u []float32, stride int) {
 		newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left).run(x, u, stride, out, false, epilogue)
 	}
@@ -324,7 +314,6 @@ func (k *conv2D) winoForward(d *convDims, x, w, out []float32, epilogue func(m0 
 // output's gradient dy: the correlation of dy, padded by 2 - top and 2 - left, with the filters
 // rotated by 180 degrees and their channels swapped.
 func (k *conv2D) winoInputGrad(d *convDims, w, dy, dx []float32) {
-	defer serialBLAS()()
 	withFilters(d, w, true, func(u []float32, stride int) {
 		newWinoConv(d.n, d.m, d.oh, d.ow, d.c, d.h, d.w, 2-k.top, 2-k.left).run(dy, u, stride, dx, true, nil)
 	})
@@ -335,7 +324,6 @@ func (k *conv2D) winoInputGrad(d *convDims, w, dy, dx []float32) {
 // (36 matrices of m x c), the workers' sums are added in order, and the product with the filter
 // matrix takes them back to 3 x 3 (the adjoint of the filter transform).
 func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
-	defer serialBLAS()()
 	p := newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left)
 	mc := d.m * d.c
 	stride := mc + winoSkew
@@ -356,7 +344,7 @@ func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
 			}
 		}
 	})
-	impl := winoBLAS
+	impl := convBLAS
 	runWorkers(mc, func(_ *convScratch, f0, f1 int) {
 		impl.Sgemm(blas.Trans, blas.NoTrans, f1-f0, 9, winograd.Points, 1, z[f0:], stride, filterMatrix, 9, 1, dw[f0*9:], 9)
 	})
