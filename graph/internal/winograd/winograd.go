@@ -66,33 +66,6 @@ func Filters(u []float32, stride int, w []float32, j0, j1 int, flip bool) {
 	}
 }
 
-// FiltersT is Filters for the filters of output channels m0..m1-1 of a weight of m x c filters,
-// laid out transposed: entry xi of filter (mi, ci) at u[xi*stride + ci*m + mi] (36 matrices of
-// c x m, the right operands of the forward products without a transpose). Filters are taken 16
-// output channels at a time, so that each write fills a cache line.
-func FiltersT(u []float32, stride int, w []float32, m, c, m0, m1 int) {
-	if m1 <= m0 || c <= 0 {
-		return
-	}
-	_, _ = u[(Points-1)*stride+(c-1)*m+m1-1], w[m1*c*9-1]
-	var f [9]float64
-	var t [Points]float64
-	for b0 := m0; b0 < m1; b0 += 16 {
-		b1 := min(b0+16, m1)
-		for ci := 0; ci < c; ci++ {
-			for mi := b0; mi < b1; mi++ {
-				for i, v := range w[(mi*c+ci)*9:][:9] {
-					f[i] = float64(v)
-				}
-				filter(&t, &f)
-				for xi, v := range t {
-					u[xi*stride+ci*m+mi] = float32(v)
-				}
-			}
-		}
-	}
-}
-
 // FilterMatrix returns the 36 x 9 matrix M (row-major) of the filter transform: entry xi of
 // G g G^T is sum_k M[xi][k] g_k, g_k the taps in row-major order. Its transpose is the
 // transform's adjoint, which takes the transformed weight gradient (see GradTile) back to 3 x 3.

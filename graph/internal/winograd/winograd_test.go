@@ -108,18 +108,6 @@ func TestTileMatchesDirect(t *testing.T) {
 	if worst > 1e-5*scale {
 		t.Errorf("largest difference from the direct correlation %g, want at most 1e-5 of the scale %g", worst, scale)
 	}
-	ut := make([]float32, Points*m*c)
-	FiltersT(ut, m*c, w, m, c, 0, 2)
-	FiltersT(ut, m*c, w, m, c, 2, m)
-	for xi := 0; xi < Points; xi++ {
-		for mi := 0; mi < m; mi++ {
-			for ci := 0; ci < c; ci++ {
-				if a, b := ut[xi*m*c+ci*m+mi], u[xi*m*c+mi*c+ci]; a != b {
-					t.Fatalf("FiltersT entry %d of filter (%d, %d) = %v, Filters %v", xi, mi, ci, a, b)
-				}
-			}
-		}
-	}
 	rot := make([]float32, len(w))
 	for f := 0; f < m*c; f++ {
 		for k := 0; k < 9; k++ {
