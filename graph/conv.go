@@ -281,7 +281,7 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 	if d.nb > 1 {
 		dy = d.mg * d.nb * d.p
 	}
-	runWorkers(n, func(s *convScratch, first, end int) {
+	runWorkers(n, func(s *convScratch, _, first, end int) {
 		growBuf(&s.rows, rows)
 		growBuf(&s.pad, pad)
 		growBuf(&s.dy, dy)
@@ -289,13 +289,17 @@ func (k *conv2D) parallel(d *convDims, n int, f func(s *convScratch, first, end 
 	})
 }
 
-// runWorkers splits [0, n) into contiguous ranges among min(GOMAXPROCS, n) workers and runs
-// f(s, first, end) for each, with buffers from the pool.
-func runWorkers(n int, f func(s *convScratch, first, end int)) {
-	workers := max(min(runtime.GOMAXPROCS(0), n), 1)
+// workersFor returns the number of workers runWorkers uses for n items: min(GOMAXPROCS, n),
+// at least 1.
+func workersFor(n int) int { return max(min(runtime.GOMAXPROCS(0), n), 1) }
+
+// runWorkers splits [0, n) into contiguous ranges among workersFor(n) workers and runs
+// f(s, i, first, end) for each worker i, with buffers from the pool.
+func runWorkers(n int, f func(s *convScratch, i, first, end int)) {
+	workers := workersFor(n)
 	if workers == 1 {
 		s := getScratch()
-		f(s, 0, n)
+		f(s, 0, 0, n)
 		putScratch(s)
 		return
 	}
@@ -305,7 +309,7 @@ func runWorkers(n int, f func(s *convScratch, first, end int)) {
 		go func() {
 			defer wg.Done()
 			s := getScratch()
-			f(s, i*n/workers, (i+1)*n/workers)
+			f(s, i, i*n/workers, (i+1)*n/workers)
 			putScratch(s)
 		}()
 	}

@@ -1,8 +1,6 @@
 package graph
 
 import (
-	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"unsafe"
@@ -65,13 +63,12 @@ func newWinoConv(n, c, h, w, m, oh, ow, top, left int) *winoConv {
 	return p
 }
 
-// chunk is a few consecutive examples of one worker's share, with their input transformed.
+// winoChunk is a few consecutive examples of one worker's share, with their input transformed.
 type winoChunk struct {
 	b0, nc int       // examples b0..b0+nc-1
 	t      int       // their tiles
 	v      []float32 // the transformed input tiles: 36 matrices of t x c, vs apart
 	vs     int
-	s      *winoScratch
 }
 
 // chunks transforms the input tiles of the examples [first, end) of x, a few at a time, into
@@ -95,7 +92,7 @@ func (p *winoConv) chunks(s *winoScratch, x []float32, first, end int, f func(ch
 				}
 			}
 		}
-		f(&winoChunk{b0: b0, nc: nc, t: t, v: v, vs: vs, s: s})
+		f(&winoChunk{b0: b0, nc: nc, t: t, v: v, vs: vs})
 	}
 }
 
@@ -119,7 +116,7 @@ func (p *winoConv) run(x, u []float32, uStride int, uTrans bool, out []float32, 
 	if uTrans {
 		tB, ldu = blas.Trans, p.c
 	}
-	runWorkers(p.n, func(s *convScratch, first, end int) {
+	runWorkers(p.n, func(s *convScratch, _, first, end int) {
 		ws := &s.wino
 		y := growBuf(&ws.prods, winograd.Points*(p.nb*p.th*p.tw*p.m+winoSkew))
 		o, ohp, owp := p.outTiles(ws)
@@ -259,7 +256,7 @@ func withFilters(d *convDims, w []float32, flip bool, f func(u []float32, stride
 // transformFilters writes the transformed filters of w into u (see withFilters), the filters
 // split among the workers.
 func transformFilters(d *convDims, u []float32, stride int, w []float32, flip bool) {
-	runWorkers(d.m*d.c, func(_ *convScratch, j0, j1 int) {
+	runWorkers(d.m*d.c, func(_ *convScratch, _, j0, j1 int) {
 		winograd.Filters(u, stride, w, j0, j1, flip)
 	})
 }
@@ -282,7 +279,7 @@ func (c *filterCache) withFilters(d *convDims, w []float32, f func(u []float32, 
 	defer c.Unlock()
 	if !slices.Equal(asBits(c.w), asBits(w)) {
 		c.stride = d.m*d.c + winoSkew
-		c.u = growBuf(&c.u, winograd.Points*c.stride)
+		growBuf(&c.u, winograd.Points*c.stride)
 		transformFilters(d, c.u, c.stride, w, false)
 		c.w = append(c.w[:0], w...)
 	}
@@ -327,17 +324,16 @@ func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
 	p := newWinoConv(d.n, d.c, d.h, d.w, d.m, d.oh, d.ow, k.top, k.left)
 	mc := d.m * d.c
 	stride := mc + winoSkew
-	workers := max(min(runtime.GOMAXPROCS(0), d.n), 1)
-	parts := make([]*[]float32, workers)
+	parts := make([]*[]float32, workersFor(d.n))
 	for i := range parts {
 		parts[i] = getFilterBuf(winograd.Points * stride)
 		defer putFilterBuf(parts[i])
 	}
-	runWorkers(d.n, func(s *convScratch, first, end int) {
-		p.weightGrad(&s.wino, x, dy, first, end, *parts[workerIndex(first, d.n, workers)], stride)
+	runWorkers(d.n, func(s *convScratch, i, first, end int) {
+		p.weightGrad(&s.wino, x, dy, first, end, *parts[i], stride)
 	})
 	z := *parts[0]
-	runWorkers(winograd.Points, func(_ *convScratch, x0, x1 int) {
+	runWorkers(winograd.Points, func(_ *convScratch, _, x0, x1 int) {
 		for _, part := range parts[1:] {
 			for i, v := range (*part)[x0*stride : x1*stride] {
 				z[x0*stride+i] += v
@@ -345,17 +341,7 @@ func (k *conv2D) winoWeightGrad(d *convDims, x, dy, dw []float32) {
 		}
 	})
 	impl := convBLAS
-	runWorkers(mc, func(_ *convScratch, f0, f1 int) {
+	runWorkers(mc, func(_ *convScratch, _, f0, f1 int) {
 		impl.Sgemm(blas.Trans, blas.NoTrans, f1-f0, 9, winograd.Points, 1, z[f0:], stride, filterMatrix, 9, 1, dw[f0*9:], 9)
 	})
-}
-
-// workerIndex returns the index of the runWorkers worker whose share of [0, n) starts at first.
-func workerIndex(first, n, workers int) int {
-	for i := 0; i < workers; i++ {
-		if i*n/workers == first {
-			return i
-		}
-	}
-	panic(fmt.Sprintf("graph: no worker of %d over %d starts at %d", workers, n, first))
 }
